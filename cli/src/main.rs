@@ -1,0 +1,2 @@
+//! The `rbuild` binary.
+fn main() {}

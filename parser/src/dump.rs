@@ -1,0 +1,1 @@
+//! BuildKit-format AST dump.

@@ -1,0 +1,1 @@
+//! Heredoc detection.
