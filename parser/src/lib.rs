@@ -6,7 +6,10 @@
 
 pub mod dump;
 pub mod error;
+pub mod flags;
 pub mod heredoc;
+pub mod instruction;
+pub mod mount;
 pub mod node;
 pub mod raw;
 pub mod shell;
