@@ -215,7 +215,7 @@ pub fn parse(src: &str) -> Result<RawDockerfile, ParseError> {
             continues = more;
         }
         let start_line = count_lines_before(&lines, first.start);
-        let mut node = node_from_line(&logical, 0, logical.text.len(), escape)?;
+        let mut node = node_from_line(&logical, 0, logical.text.len(), escape, false)?;
         if empty_continuation {
             warnings.push(Warning {
                 message: "empty continuation line found in instruction: empty continuation lines will become errors in a future release".into(),
@@ -290,7 +290,10 @@ fn is_split_space(c: char) -> bool {
 }
 
 /// Builds a node from `text[from..to]` of a logical line (BuildKit's `newNodeFromLine`).
-fn node_from_line(line: &LogicalLine, from: usize, to: usize, escape: char) -> Result<Node, ParseError> {
+///
+/// `nested` is true for the instruction an ONBUILD wraps: an ONBUILD inside it is not parsed further
+/// (the typed layer rejects it), so hostile input cannot make the recursion deep.
+fn node_from_line(line: &LogicalLine, from: usize, to: usize, escape: char, nested: bool) -> Result<Node, ParseError> {
     let full = &line.text[from..to];
     let trimmed_start = full.len() - full.trim_start().len();
     let body = full.trim();
@@ -393,9 +396,10 @@ fn node_from_line(line: &LogicalLine, from: usize, to: usize, escape: char) -> R
                 }
             }
         }
+        "onbuild" if nested => whole(&mut node, args_trim),
         "onbuild" => {
             if !args_trim.is_empty() {
-                let inner = node_from_line(line, args_off, args_off + args_trim.len(), escape)?;
+                let inner = node_from_line(line, args_off, args_off + args_trim.len(), escape, true)?;
                 node.inner = Some(Box::new(inner));
             }
         }
@@ -456,6 +460,11 @@ fn split_whitespace(text: &str) -> impl Iterator<Item = (&str, usize, usize)> {
         })
 }
 
+/// ASCII whitespace as Go's `unicode.IsSpace` sees it (vertical tab included).
+fn is_flag_space(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r')
+}
+
 /// BuildKit's `extractBuilderFlags`: leading `--flag` words with quote processing.
 /// Returns the flags with their ranges and where the remaining arguments start.
 fn extract_flags(line: &str) -> (Vec<(String, usize, usize)>, usize) {
@@ -463,7 +472,7 @@ fn extract_flags(line: &str) -> (Vec<(String, usize, usize)>, usize) {
     let mut flags = Vec::new();
     let mut pos = 0;
     loop {
-        while pos < b.len() && (b[pos] as char).is_ascii_whitespace() {
+        while pos < b.len() && is_flag_space(b[pos]) {
             pos += 1;
         }
         if pos >= b.len() {
@@ -479,7 +488,7 @@ fn extract_flags(line: &str) -> (Vec<(String, usize, usize)>, usize) {
         while pos < b.len() {
             let c = b[pos];
             match quote {
-                None if (c as char).is_ascii_whitespace() => break,
+                None if is_flag_space(c) => break,
                 None if c == b'\'' || c == b'"' => {
                     quote = Some(c);
                     blank_ok = true;
