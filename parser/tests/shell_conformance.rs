@@ -4,28 +4,13 @@
 //! (their format is described in `shared/conformance/README.md`, section 3). When that directory
 //! is missing the tests are skipped, except when `CI=true`, where they fail.
 
-use std::path::{Path, PathBuf};
+mod common;
 
 use rbuild_parser::shell::Lexer;
 
-const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/conformance/buildkit-shell");
-
 /// The table `name`, or `None` (after saying so) when the corpus is absent outside CI.
 fn read_table(name: &str) -> Option<String> {
-    let dir = Path::new(DIR);
-    if !dir.is_dir() {
-        let message = format!("conformance corpus not found at {}", dir.display());
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{message} (required when CI=true)");
-        }
-        println!("{message}; skipping buildkit-shell/{name}");
-        return None;
-    }
-    let path: PathBuf = dir.join(name);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Some(text),
-        Err(e) => panic!("cannot read {}: {e}", path.display()),
-    }
+    common::conformance_dir("buildkit-shell").map(|dir| common::read(&dir.join(name)))
 }
 
 /// Lines as Go's `bufio.ScanLines` yields them (a trailing `\r` is dropped), numbered from 1.
@@ -34,14 +19,8 @@ fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
 }
 
 fn report(table: &str, passed: usize, total: usize, failures: &[String]) {
-    println!("buildkit-shell/{table}: {passed} of {total} cases pass");
-    assert!(total > 0, "buildkit-shell/{table}: no cases found");
-    assert!(
-        failures.is_empty(),
-        "buildkit-shell/{table}: {} of {total} cases fail:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_eq!(passed + failures.len(), total, "buildkit-shell/{table}: miscounted");
+    common::report(&format!("buildkit-shell/{table}"), total, failures);
 }
 
 #[test]

@@ -1,4 +1,5 @@
 //! Shared helpers for tests that read `../shared/conformance/` (beside the repo root).
+#![allow(dead_code)] // each test binary uses a different subset
 
 use std::path::PathBuf;
 
