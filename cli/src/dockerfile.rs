@@ -10,13 +10,21 @@ use rbuild_parser::{dump, instruction, raw, ParseError};
 fn read_dockerfile(path: &str) -> anyhow::Result<(String, String)> {
     let mut bytes = Vec::new();
     if path == "-" {
-        std::io::stdin().read_to_end(&mut bytes).context("reading the Dockerfile from standard input")?;
-        return Ok(("<stdin>".into(), String::from_utf8_lossy(&bytes).into_owned()));
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("reading the Dockerfile from standard input")?;
+        return Ok((
+            "<stdin>".into(),
+            String::from_utf8_lossy(&bytes).into_owned(),
+        ));
     }
     std::fs::File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
         .with_context(|| format!("reading {path}"))?;
-    Ok((path.to_string(), String::from_utf8_lossy(&bytes).into_owned()))
+    Ok((
+        path.to_string(),
+        String::from_utf8_lossy(&bytes).into_owned(),
+    ))
 }
 
 fn report(name: &str, src: &str, err: &ParseError) -> ExitCode {
@@ -34,13 +42,20 @@ pub fn check(path: &str) -> anyhow::Result<ExitCode> {
     let index = rbuild_parser::LineIndex::new(&src);
     for w in &file.warnings {
         let pos = index.position(&src, w.span.start);
-        eprintln!("warning: {}\n --> {name}:{}:{}", w.message, pos.line, pos.column);
+        eprintln!(
+            "warning: {}\n --> {name}:{}:{}",
+            w.message, pos.line, pos.column
+        );
     }
     println!(
         "{name}: OK ({} stage{}, {} instructions)",
         file.stages.len(),
         if file.stages.len() == 1 { "" } else { "s" },
-        file.stages.iter().map(|s| s.instructions.len() + 1).sum::<usize>() + file.meta_args.len()
+        file.stages
+            .iter()
+            .map(|s| s.instructions.len() + 1)
+            .sum::<usize>()
+            + file.meta_args.len()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -45,7 +45,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { file } => dockerfile::check(&file),
-        Command::Debug { command: DebugCommand::Parse { dump, file } } => dockerfile::debug_parse(&file, dump),
+        Command::Debug {
+            command: DebugCommand::Parse { dump, file },
+        } => dockerfile::debug_parse(&file, dump),
     };
     match result {
         Ok(code) => code,

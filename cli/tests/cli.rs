@@ -6,17 +6,28 @@ use std::process::{Command, Output};
 fn rbuild(args: &[&str], stdin: Option<&str>) -> Output {
     use std::io::Write;
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rbuild"));
-    cmd.args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-    cmd.stdin(if stdin.is_some() { std::process::Stdio::piped() } else { std::process::Stdio::null() });
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawning rbuild: {e}"));
+    cmd.args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        std::process::Stdio::piped()
+    } else {
+        std::process::Stdio::null()
+    });
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning rbuild: {e}"));
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        pipe.write_all(input.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
     }
     child.wait_with_output().unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn testdata(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata")
+        .join(rel)
 }
 
 fn text(b: &[u8]) -> String {
@@ -28,7 +39,11 @@ fn check_accepts_the_example() {
     let path = testdata("examples/hello/Dockerfile");
     let out = rbuild(&["check", path.to_str().unwrap_or_default()], None);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("OK (2 stages"), "stdout: {}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("OK (2 stages"),
+        "stdout: {}",
+        text(&out.stdout)
+    );
 }
 
 /// Each bad Dockerfile under `testdata/parser-errors/NAME.Dockerfile` has `NAME.expected`: the exact
@@ -53,31 +68,51 @@ fn check_reports_errors_with_location_and_caret() {
             .replace("FILE", file);
         let got = text(&out.stderr);
         if out.status.code() != Some(1) || got != expected {
-            failures.push(format!("{file}: exit {:?}\n got:\n{got}\n want:\n{expected}", out.status.code()));
+            failures.push(format!(
+                "{file}: exit {:?}\n got:\n{got}\n want:\n{expected}",
+                out.status.code()
+            ));
         }
     }
-    println!("parser-errors: {} of {} cases pass", cases.len() - failures.len(), cases.len());
+    println!(
+        "parser-errors: {} of {} cases pass",
+        cases.len() - failures.len(),
+        cases.len()
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]
 fn debug_parse_dump_reads_stdin() {
-    let out = rbuild(&["debug", "parse", "--dump", "-"], Some("FROM a AS b\nCOPY --from=b [\"x\", \"/y\"]\nENV k=\"v w\"\n"));
+    let out = rbuild(
+        &["debug", "parse", "--dump", "-"],
+        Some("FROM a AS b\nCOPY --from=b [\"x\", \"/y\"]\nENV k=\"v w\"\n"),
+    );
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "(from \"a\" \"AS\" \"b\")\n(copy [\"--from=b\"] \"x\" \"/y\")\n(env \"k\" \"\\\"v w\\\"\" \"=\")\n");
 }
 
 #[test]
 fn debug_parse_prints_typed_tree() {
-    let out = rbuild(&["debug", "parse", "-"], Some("FROM busybox\nRUN --network=none echo hi\n"));
+    let out = rbuild(
+        &["debug", "parse", "-"],
+        Some("FROM busybox\nRUN --network=none echo hi\n"),
+    );
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("busybox") && stdout.contains("echo hi"), "{stdout}");
+    assert!(
+        stdout.contains("busybox") && stdout.contains("echo hi"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn missing_file_is_a_clear_error() {
     let out = rbuild(&["check", "/nonexistent/Dockerfile"], None);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("reading /nonexistent/Dockerfile"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("reading /nonexistent/Dockerfile"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -11,11 +11,18 @@ fn corpus() -> Vec<String> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/real-world");
     let mut files = Vec::new();
     let Ok(owners) = std::fs::read_dir(&dir) else {
-        eprintln!("SKIPPED: {} is missing (../shared beside the repo root)", dir.display());
+        eprintln!(
+            "SKIPPED: {} is missing (../shared beside the repo root)",
+            dir.display()
+        );
         return files;
     };
     for owner in owners.flatten().filter(|e| e.path().is_dir()) {
-        for f in std::fs::read_dir(owner.path()).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(owner.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             if let Ok(s) = std::fs::read_to_string(f.path()) {
                 files.push(s);
             }
@@ -25,7 +32,10 @@ fn corpus() -> Vec<String> {
 }
 
 fn parse_all(files: &[String]) -> usize {
-    files.iter().map(|f| rbuild_parser::instruction::parse(f).map_or(0, |d| d.stages.len())).sum()
+    files
+        .iter()
+        .map(|f| rbuild_parser::instruction::parse(f).map_or(0, |d| d.stages.len()))
+        .sum()
 }
 
 fn bench(c: &mut Criterion) {
@@ -52,7 +62,9 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("parse");
     group.throughput(Throughput::Bytes(bytes as u64));
-    group.bench_function("real-world corpus", |b| b.iter(|| parse_all(std::hint::black_box(&files))));
+    group.bench_function("real-world corpus", |b| {
+        b.iter(|| parse_all(std::hint::black_box(&files)))
+    });
     group.finish();
 }
 

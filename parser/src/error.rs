@@ -1,18 +1,21 @@
 //! Parse errors with the span they refer to, and their rendering as `file:line:col` plus a caret.
 
-use crate::span::{LineIndex, Span};
 use crate::shell::ShellError;
+use crate::span::{LineIndex, Span};
 
 /// What went wrong, in words a user understands.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseErrorKind {
     // ---- raw syntax (node parser) ----
-    #[error("the Dockerfile is empty: it has no instructions")]
+    #[error("the Dockerfile has no instructions (it is empty or holds only comments)")]
     EmptyDockerfile,
     #[error("dockerfile line greater than max allowed size of 65535")]
     LineTooLong,
     #[error("unknown instruction: {name}{}", suggestion.as_ref().map(|s| format!(" (did you mean {s}?)")).unwrap_or_default())]
-    UnknownInstruction { name: String, suggestion: Option<String> },
+    UnknownInstruction {
+        name: String,
+        suggestion: Option<String>,
+    },
     #[error("unterminated heredoc: no line `{name}` ends the here-document started here")]
     UnterminatedHeredoc { name: String },
     #[error("invalid heredoc: {0}")]
@@ -32,7 +35,11 @@ pub enum ParseErrorKind {
 
     // ---- typed instructions and flags ----
     #[error("unknown flag: --{flag} (valid flags for {instruction}: {valid})")]
-    UnknownFlag { instruction: String, flag: String, valid: String },
+    UnknownFlag {
+        instruction: String,
+        flag: String,
+        valid: String,
+    },
     #[error("flag --{flag} {reason}")]
     InvalidFlag { flag: String, reason: String },
     #[error("invalid --mount: {0}")]
@@ -41,6 +48,12 @@ pub enum ParseErrorKind {
     MissingFrom(String),
     #[error("{0}")]
     Shell(#[from] ShellError),
+    #[error("{instruction} does not accept flags, but --{flag} was given (a leading `--word` is read as a flag; use the JSON form to pass it as an argument)")]
+    FlagsNotAccepted { instruction: String, flag: String },
+    #[error("invalid --device: {0}")]
+    InvalidDevice(String),
+    #[error("cannot expand {word:?}: {error}")]
+    Expansion { word: String, error: ShellError },
 }
 
 /// A parse error and the source span it points at.
@@ -73,7 +86,11 @@ impl ParseError {
         let width = if end_pos.line == pos.line && end_pos.column > pos.column {
             end_pos.column - pos.column
         } else {
-            line_text.chars().count().saturating_sub(pos.column - 1).max(1)
+            line_text
+                .chars()
+                .count()
+                .saturating_sub(pos.column - 1)
+                .max(1)
         };
         let gutter = " ".repeat(pos.line.to_string().len());
         // Tabs before the caret keep their width so the caret lines up.
@@ -104,7 +121,10 @@ mod tests {
     fn renders_caret_under_span() {
         let src = "FROM scratch\nRUNN echo hi\n";
         let err = ParseError::new(
-            ParseErrorKind::UnknownInstruction { name: "RUNN".into(), suggestion: Some("RUN".into()) },
+            ParseErrorKind::UnknownInstruction {
+                name: "RUNN".into(),
+                suggestion: Some("RUN".into()),
+            },
             Span::new(13, 17),
         );
         let out = err.render("Dockerfile", src);

@@ -62,14 +62,18 @@ fn heredoc_words(line: &str) -> Option<Vec<&str>> {
 
 /// Parses one word as a heredoc start (BuildKit's `ParseHeredoc`). `Ok(None)`: not a heredoc.
 pub fn parse_heredoc(word: &str) -> Result<Option<Heredoc>, ShellError> {
-    let Some((fd, chomp, rest)) = heredoc_marker(word) else { return Ok(None) };
+    let Some((fd, chomp, rest)) = heredoc_marker(word) else {
+        return Ok(None);
+    };
     if rest.is_empty() {
         return Ok(None);
     }
     let mut lexer = Lexer::new('\\');
     lexer.skip_unset_env = true;
     let words = lexer.process_words(rest, &EmptyEnv)?;
-    let [name] = words.as_slice() else { return Ok(None) };
+    let [name] = words.as_slice() else {
+        return Ok(None);
+    };
     lexer.raw_quotes = true;
     let raw = lexer.process_words(rest, &EmptyEnv)?;
     let quotes = |s: &str| s.chars().filter(|c| matches!(c, '\'' | '"')).count();
@@ -86,7 +90,9 @@ pub fn parse_heredoc(word: &str) -> Result<Option<Heredoc>, ShellError> {
 
 /// The heredocs an instruction's first line starts, in order.
 pub fn heredocs_from_line(line: &str) -> Result<Vec<Heredoc>, ShellError> {
-    let Some(words) = heredoc_words(line) else { return Ok(Vec::new()) };
+    let Some(words) = heredoc_words(line) else {
+        return Ok(Vec::new());
+    };
     let mut docs = Vec::new();
     for word in words {
         if let Some(doc) = parse_heredoc(word)? {

@@ -6,6 +6,7 @@
 
 pub mod dump;
 pub mod error;
+pub mod expand;
 pub mod flags;
 pub mod heredoc;
 pub mod instruction;

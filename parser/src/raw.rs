@@ -64,7 +64,10 @@ impl LogicalLine {
 
     /// The source offset of a byte offset into `text`.
     fn source_offset(&self, offset: usize) -> usize {
-        let i = self.pieces.partition_point(|(l, _)| *l <= offset).saturating_sub(1);
+        let i = self
+            .pieces
+            .partition_point(|(l, _)| *l <= offset)
+            .saturating_sub(1);
         match self.pieces.get(i) {
             Some((l, s)) => s + (offset - l),
             None => offset,
@@ -90,7 +93,10 @@ struct DirectiveReader {
 /// `# name = value` (name starts with a letter). Returns the name and the value (trimmed).
 fn directive_line(line: &str) -> IResult<&str, (&str, &str)> {
     let ws = || take_while(char::is_whitespace);
-    let name = recognize(pair(take_while_m_n(1, 1, |c: char| c.is_ascii_alphabetic()), take_while(|c: char| c.is_ascii_alphanumeric())));
+    let name = recognize(pair(
+        take_while_m_n(1, 1, |c: char| c.is_ascii_alphabetic()),
+        take_while(|c: char| c.is_ascii_alphanumeric()),
+    ));
     let (value, (_, _, name, _, _, _)) = tuple((chr('#'), ws(), name, ws(), chr('='), ws()))(line)?;
     Ok(("", (name, value.trim_end())))
 }
@@ -116,7 +122,9 @@ impl DirectiveReader {
         }
         if self.seen.contains(&name) {
             return Err(ParseError::new(
-                ParseErrorKind::InvalidDirective(format!("only one {name} parser directive can be used")),
+                ParseErrorKind::InvalidDirective(format!(
+                    "only one {name} parser directive can be used"
+                )),
                 span,
             ));
         }
@@ -154,7 +162,9 @@ fn is_comment(line: &str) -> bool {
 /// (`\\` at the end) is not a continuation.
 fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
     let trimmed = line.trim_end_matches([' ', '\t']);
-    let Some(before) = trimmed.strip_suffix(escape) else { return (line, false) };
+    let Some(before) = trimmed.strip_suffix(escape) else {
+        return (line, false);
+    };
     if before.is_empty() || !before.ends_with(escape) {
         (before, true)
     } else {
@@ -166,7 +176,10 @@ fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
 pub fn parse(src: &str) -> Result<RawDockerfile, ParseError> {
     let lines = physical_lines(src);
     let mut directives = Directives::default();
-    let mut reader = DirectiveReader { done: false, seen: Vec::new() };
+    let mut reader = DirectiveReader {
+        done: false,
+        seen: Vec::new(),
+    };
     let mut nodes = Vec::new();
     let mut warnings = Vec::new();
 
@@ -185,14 +198,21 @@ pub fn parse(src: &str) -> Result<RawDockerfile, ParseError> {
         }
         let trimmed = text.trim_start();
         start += text.len() - trimmed.len();
-        reader.read(trimmed, Span::new(start, start + trimmed.len()), &mut directives)?;
+        reader.read(
+            trimmed,
+            Span::new(start, start + trimmed.len()),
+            &mut directives,
+        )?;
         let escape = directives.escape;
-        let content = if trimmed.starts_with('#') { "" } else { trimmed };
+        let content = if trimmed.starts_with('#') {
+            ""
+        } else {
+            trimmed
+        };
         let (piece, mut continues) = trim_continuation(content, escape);
         if !continues && piece.is_empty() {
             continue;
         }
-        let first_piece = piece;
         let mut logical = LogicalLine::default();
         logical.push(piece, start);
         let mut last = first;
@@ -202,7 +222,11 @@ pub fn parse(src: &str) -> Result<RawDockerfile, ParseError> {
             i += 1;
             check_length(&line)?;
             last = line;
-            reader.read(line.text.trim_start(), Span::new(line.start, line.end), &mut directives)?;
+            reader.read(
+                line.text.trim_start(),
+                Span::new(line.start, line.end),
+                &mut directives,
+            )?;
             if is_comment(line.text) {
                 continue;
             }
@@ -223,9 +247,12 @@ pub fn parse(src: &str) -> Result<RawDockerfile, ParseError> {
             });
         }
 
-        if can_contain_heredoc(&node) && first_piece.contains("<<") {
-            let found = heredoc::heredocs_from_line(first_piece).map_err(|e| {
-                ParseError::new(ParseErrorKind::InvalidHeredoc(e.to_string()), node.keyword_span.to(node.span))
+        if can_contain_heredoc(&node) && logical.text.contains("<<") {
+            let found = heredoc::heredocs_from_line(&logical.text).map_err(|e| {
+                ParseError::new(
+                    ParseErrorKind::InvalidHeredoc(e.to_string()),
+                    node.keyword_span.to(node.span),
+                )
             })?;
             for mut doc in found {
                 let body_start = lines.get(i).map_or(src.len(), |l| l.start);
@@ -234,13 +261,17 @@ pub fn parse(src: &str) -> Result<RawDockerfile, ParseError> {
                     let line = lines[i];
                     i += 1;
                     last = line;
-                    let candidate = if doc.chomp { line.text.trim_start_matches('\t') } else { line.text };
+                    let candidate = if doc.chomp {
+                        line.text.trim_start_matches('\t')
+                    } else {
+                        line.text
+                    };
                     if candidate == doc.name {
                         terminated = true;
                         break;
                     }
-                    doc.content.push_str(line.text);
-                    doc.content.push('\n');
+                    // The body keeps each line's own terminator (`\n` or `\r\n`), as BuildKit does.
+                    doc.content.push_str(&src[line.start..line.end]);
                 }
                 if !terminated {
                     return Err(ParseError::new(
@@ -259,14 +290,24 @@ pub fn parse(src: &str) -> Result<RawDockerfile, ParseError> {
     }
 
     if nodes.is_empty() {
-        return Err(ParseError::new(ParseErrorKind::EmptyDockerfile, Span::new(src.len(), src.len())));
+        return Err(ParseError::new(
+            ParseErrorKind::EmptyDockerfile,
+            Span::new(0, 0),
+        ));
     }
-    Ok(RawDockerfile { directives, nodes, warnings })
+    Ok(RawDockerfile {
+        directives,
+        nodes,
+        warnings,
+    })
 }
 
 fn check_length(line: &PhysLine<'_>) -> Result<(), ParseError> {
     if line.text.len() > MAX_LINE_LEN {
-        return Err(ParseError::new(ParseErrorKind::LineTooLong, Span::new(line.start, line.start + 1)));
+        return Err(ParseError::new(
+            ParseErrorKind::LineTooLong,
+            Span::new(line.start, line.start + 1),
+        ));
     }
     Ok(())
 }
@@ -293,7 +334,13 @@ fn is_split_space(c: char) -> bool {
 ///
 /// `nested` is true for the instruction an ONBUILD wraps: an ONBUILD inside it is not parsed further
 /// (the typed layer rejects it), so hostile input cannot make the recursion deep.
-fn node_from_line(line: &LogicalLine, from: usize, to: usize, escape: char, nested: bool) -> Result<Node, ParseError> {
+fn node_from_line(
+    line: &LogicalLine,
+    from: usize,
+    to: usize,
+    escape: char,
+    nested: bool,
+) -> Result<Node, ParseError> {
     let full = &line.text[from..to];
     let trimmed_start = full.len() - full.trim_start().len();
     let body = full.trim();
@@ -309,7 +356,9 @@ fn node_from_line(line: &LogicalLine, from: usize, to: usize, escape: char, nest
         .map(|(f, s, e)| Spanned::new(f, line.span(after_off + s, after_off + e)))
         .collect();
     let args_trim = after_kw[args_rel..].trim();
-    let args_off = after_off + args_rel + (after_kw[args_rel..].len() - after_kw[args_rel..].trim_start().len());
+    let args_off = after_off
+        + args_rel
+        + (after_kw[args_rel..].len() - after_kw[args_rel..].trim_start().len());
     let lower = keyword.to_ascii_lowercase();
     let span = line.span(body_off, body_off + body.len());
     let mut node = Node {
@@ -325,7 +374,9 @@ fn node_from_line(line: &LogicalLine, from: usize, to: usize, escape: char, nest
         start_line: 0,
         end_line: 0,
     };
-    let arg = |s: &str, a: usize, b: usize| Spanned::new(s.to_string(), line.span(args_off + a, args_off + b));
+    let arg = |s: &str, a: usize, b: usize| {
+        Spanned::new(s.to_string(), line.span(args_off + a, args_off + b))
+    };
     let whole = |node: &mut Node, s: &str| {
         if !s.is_empty() {
             node.args.push(arg(s, 0, s.len()));
@@ -333,19 +384,35 @@ fn node_from_line(line: &LogicalLine, from: usize, to: usize, escape: char, nest
     };
     match lower.as_str() {
         "add" | "copy" | "volume" => match parse_json(args_trim) {
-            Json::Array(items) => {
+            JsonForm::Array(items) => {
                 node.json = true;
-                node.args = items.into_iter().map(|s| arg(&s, 0, args_trim.len())).collect();
+                node.args = items
+                    .into_iter()
+                    .map(|s| arg(&s, 0, args_trim.len()))
+                    .collect();
             }
-            Json::NotStrings(msg) => return Err(ParseError::new(ParseErrorKind::BadJson(msg), line.span(args_off, args_off + args_trim.len()))),
-            Json::NotJson => node.args = split_whitespace(args_trim).map(|(w, a, b)| arg(w, a, b)).collect(),
+            JsonForm::NotStrings(msg) => {
+                return Err(ParseError::new(
+                    ParseErrorKind::BadJson(msg),
+                    line.span(args_off, args_off + args_trim.len()),
+                ))
+            }
+            JsonForm::ShellForm => {
+                node.args = split_whitespace(args_trim)
+                    .map(|(w, a, b)| arg(w, a, b))
+                    .collect()
+            }
         },
         "run" | "cmd" | "entrypoint" | "shell" => {
             if !args_trim.is_empty() {
                 maybe_json(&mut node, args_trim, args_off, line)?;
             }
         }
-        "from" | "expose" => node.args = split_whitespace(args_trim).map(|(w, a, b)| arg(w, a, b)).collect(),
+        "from" | "expose" => {
+            node.args = split_whitespace(args_trim)
+                .map(|(w, a, b)| arg(w, a, b))
+                .collect()
+        }
         "maintainer" | "user" | "workdir" | "stopsignal" => whole(&mut node, args_trim),
         "env" | "label" => {
             let words = parse_words(args_trim, escape);
@@ -356,7 +423,8 @@ fn node_from_line(line: &LogicalLine, from: usize, to: usize, escape: char, nest
                         return Err(ParseError::new(
                             ParseErrorKind::MissingArguments {
                                 instruction: keyword.to_ascii_uppercase(),
-                                what: "two arguments (a name and a value), or name=value pairs".into(),
+                                what: "two arguments (a name and a value), or name=value pairs"
+                                    .into(),
                             },
                             span,
                         ));
@@ -384,9 +452,16 @@ fn node_from_line(line: &LogicalLine, from: usize, to: usize, escape: char, nest
                 }
             }
         }
-        "arg" => node.args = parse_words(args_trim, escape).into_iter().map(|(w, a, b)| arg(&w, a, b)).collect(),
+        "arg" => {
+            node.args = parse_words(args_trim, escape)
+                .into_iter()
+                .map(|(w, a, b)| arg(&w, a, b))
+                .collect()
+        }
         "healthcheck" => {
-            let first_len = args_trim.find(char::is_whitespace).unwrap_or(args_trim.len());
+            let first_len = args_trim
+                .find(char::is_whitespace)
+                .unwrap_or(args_trim.len());
             if first_len > 0 {
                 node.args.push(arg(&args_trim[..first_len], 0, first_len));
                 let cmd = args_trim[first_len..].trim_start();
@@ -399,7 +474,8 @@ fn node_from_line(line: &LogicalLine, from: usize, to: usize, escape: char, nest
         "onbuild" if nested => whole(&mut node, args_trim),
         "onbuild" => {
             if !args_trim.is_empty() {
-                let inner = node_from_line(line, args_off, args_off + args_trim.len(), escape, true)?;
+                let inner =
+                    node_from_line(line, args_off, args_off + args_trim.len(), escape, true)?;
                 node.inner = Some(Box::new(inner));
             }
         }
@@ -409,30 +485,39 @@ fn node_from_line(line: &LogicalLine, from: usize, to: usize, escape: char, nest
 }
 
 /// JSON (exec) form if `text` is a JSON array of strings, else one shell-form string.
-fn maybe_json(node: &mut Node, text: &str, off: usize, line: &LogicalLine) -> Result<(), ParseError> {
+fn maybe_json(
+    node: &mut Node,
+    text: &str,
+    off: usize,
+    line: &LogicalLine,
+) -> Result<(), ParseError> {
     let span = line.span(off, off + text.len());
     match parse_json(text) {
-        Json::Array(items) => {
+        JsonForm::Array(items) => {
             node.json = true;
-            node.args.extend(items.into_iter().map(|s| Spanned::new(s, span)));
+            node.args
+                .extend(items.into_iter().map(|s| Spanned::new(s, span)));
         }
-        Json::NotStrings(msg) => return Err(ParseError::new(ParseErrorKind::BadJson(msg), span)),
-        Json::NotJson => node.args.push(Spanned::new(text.to_string(), span)),
+        JsonForm::NotStrings(msg) => {
+            return Err(ParseError::new(ParseErrorKind::BadJson(msg), span))
+        }
+        JsonForm::ShellForm => node.args.push(Spanned::new(text.to_string(), span)),
     }
     Ok(())
 }
 
-enum Json {
+/// What the text after an instruction's flags is, as JSON.
+enum JsonForm {
     Array(Vec<String>),
     /// Valid JSON array with a non-string element: an error, not shell form.
     NotStrings(String),
-    NotJson,
+    ShellForm,
 }
 
-fn parse_json(text: &str) -> Json {
+fn parse_json(text: &str) -> JsonForm {
     let t = text.trim_start();
     if !t.starts_with('[') {
-        return Json::NotJson;
+        return JsonForm::ShellForm;
     }
     match serde_json::from_str::<Vec<serde_json::Value>>(t) {
         Ok(values) => {
@@ -440,12 +525,14 @@ fn parse_json(text: &str) -> Json {
             for v in values {
                 match v {
                     serde_json::Value::String(s) => out.push(s),
-                    _ => return Json::NotStrings("the JSON array must hold only strings".into()),
+                    _ => {
+                        return JsonForm::NotStrings("the JSON array must hold only strings".into())
+                    }
                 }
             }
-            Json::Array(out)
+            JsonForm::Array(out)
         }
-        Err(_) => Json::NotJson,
+        Err(_) => JsonForm::ShellForm,
     }
 }
 
@@ -650,15 +737,30 @@ mod tests {
 
     #[test]
     fn errors() {
-        let cases: &[(&str, fn(&ParseErrorKind) -> bool)] = &[
+        type KindCheck = fn(&ParseErrorKind) -> bool;
+        let cases: &[(&str, KindCheck)] = &[
             ("", |k| matches!(k, ParseErrorKind::EmptyDockerfile)),
-            ("# only\n\n", |k| matches!(k, ParseErrorKind::EmptyDockerfile)),
-            ("FROM a\nENV PATH\n", |k| matches!(k, ParseErrorKind::MissingArguments { .. })),
-            ("FROM a\nCMD [\"a\", [1]]\n", |k| matches!(k, ParseErrorKind::BadJson(_))),
-            ("FROM a\nRUN <<EOF\nhi\n", |k| matches!(k, ParseErrorKind::UnterminatedHeredoc { .. })),
-            ("# escape=x\nFROM a\n", |k| matches!(k, ParseErrorKind::InvalidDirective(_))),
-            ("# escape=`\n# escape=`\nFROM a\n", |k| matches!(k, ParseErrorKind::InvalidDirective(_))),
-            ("FROM a\nENV a=b c\n", |k| matches!(k, ParseErrorKind::InvalidArguments { .. })),
+            ("# only\n\n", |k| {
+                matches!(k, ParseErrorKind::EmptyDockerfile)
+            }),
+            ("FROM a\nENV PATH\n", |k| {
+                matches!(k, ParseErrorKind::MissingArguments { .. })
+            }),
+            ("FROM a\nCMD [\"a\", [1]]\n", |k| {
+                matches!(k, ParseErrorKind::BadJson(_))
+            }),
+            ("FROM a\nRUN <<EOF\nhi\n", |k| {
+                matches!(k, ParseErrorKind::UnterminatedHeredoc { .. })
+            }),
+            ("# escape=x\nFROM a\n", |k| {
+                matches!(k, ParseErrorKind::InvalidDirective(_))
+            }),
+            ("# escape=`\n# escape=`\nFROM a\n", |k| {
+                matches!(k, ParseErrorKind::InvalidDirective(_))
+            }),
+            ("FROM a\nENV a=b c\n", |k| {
+                matches!(k, ParseErrorKind::InvalidArguments { .. })
+            }),
         ];
         for (src, check) in cases {
             match parse(src) {
@@ -667,6 +769,9 @@ mod tests {
             }
         }
         let long = format!("FROM a\nRUN {}\n", "x".repeat(MAX_LINE_LEN));
-        assert!(matches!(parse(&long).map_err(|e| e.kind), Err(ParseErrorKind::LineTooLong)));
+        assert!(matches!(
+            parse(&long).map_err(|e| e.kind),
+            Err(ParseErrorKind::LineTooLong)
+        ));
     }
 }

@@ -14,7 +14,10 @@ impl Span {
 
     /// The smallest span covering both.
     pub fn to(self, other: Span) -> Span {
-        Span { start: self.start.min(other.start), end: self.end.max(other.end) }
+        Span {
+            start: self.start.min(other.start),
+            end: self.end.max(other.end),
+        }
     }
 }
 
@@ -48,7 +51,12 @@ pub struct LineIndex {
 impl LineIndex {
     pub fn new(src: &str) -> Self {
         let mut starts = vec![0];
-        starts.extend(src.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i + 1));
+        starts.extend(
+            src.bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
         LineIndex { starts }
     }
 
@@ -65,14 +73,22 @@ impl LineIndex {
         let line = self.line(offset);
         let start = self.starts[line - 1];
         let offset = offset.min(src.len());
-        let column = src.get(start..offset).map_or(offset - start, |s| s.chars().count()) + 1;
+        let column = src
+            .get(start..offset)
+            .map_or(offset - start, |s| s.chars().count())
+            + 1;
         Position { line, column }
     }
 
     /// The text of 1-based line `line`, without its line terminator.
     pub fn line_text<'a>(&self, src: &'a str, line: usize) -> &'a str {
-        let Some(&start) = self.starts.get(line.wrapping_sub(1)) else { return "" };
-        let end = self.starts.get(line).map_or(src.len(), |e| e.saturating_sub(1));
+        let Some(&start) = self.starts.get(line.wrapping_sub(1)) else {
+            return "";
+        };
+        let end = self
+            .starts
+            .get(line)
+            .map_or(src.len(), |e| e.saturating_sub(1));
         let text = src.get(start..end.max(start)).unwrap_or("");
         text.strip_suffix('\r').unwrap_or(text)
     }

@@ -1,5 +1,6 @@
 //! BuildKit's parser conformance sets, read from `../shared/conformance/`: the AST dumps of
-//! `buildkit-parser/`, the heredoc tables of `buildkit-heredoc/`, and the `real-world/` corpus.
+//! `buildkit-parser/` and the heredoc tables of `buildkit-heredoc/`. (The `real-world/` corpus is
+//! parsed through the typed layer in `typed.rs`.)
 
 mod common;
 
@@ -8,7 +9,9 @@ use rbuild_parser::{dump::dump, heredoc, raw};
 
 #[test]
 fn buildkit_parser_positive_cases_dump_exactly() {
-    let Some(dir) = conformance_dir("buildkit-parser/testfiles") else { return };
+    let Some(dir) = conformance_dir("buildkit-parser/testfiles") else {
+        return;
+    };
     let cases = subdirs(&dir);
     let mut failures = Vec::new();
     for case in &cases {
@@ -21,7 +24,11 @@ fn buildkit_parser_positive_cases_dump_exactly() {
                     failures.push(format!("{}:\n got:\n{got}\n want:\n{want}", case.display()));
                 }
             }
-            Err(e) => failures.push(format!("{}: {}", case.display(), e.render("Dockerfile", &src))),
+            Err(e) => failures.push(format!(
+                "{}: {}",
+                case.display(),
+                e.render("Dockerfile", &src)
+            )),
         }
     }
     report("buildkit-parser/testfiles", cases.len(), &failures);
@@ -29,7 +36,9 @@ fn buildkit_parser_positive_cases_dump_exactly() {
 
 #[test]
 fn buildkit_parser_negative_cases_are_rejected() {
-    let Some(dir) = conformance_dir("buildkit-parser/testfiles-negative") else { return };
+    let Some(dir) = conformance_dir("buildkit-parser/testfiles-negative") else {
+        return;
+    };
     let cases = subdirs(&dir);
     let failures: Vec<String> = cases
         .iter()
@@ -41,9 +50,15 @@ fn buildkit_parser_negative_cases_are_rejected() {
 
 #[test]
 fn buildkit_parser_line_numbers() {
-    let Some(dir) = conformance_dir("buildkit-parser/testfile-line") else { return };
+    let Some(dir) = conformance_dir("buildkit-parser/testfile-line") else {
+        return;
+    };
     let file = raw::parse(&read(&dir.join("Dockerfile"))).unwrap_or_else(|e| panic!("{e}"));
-    let lines: Vec<(usize, usize)> = file.nodes.iter().map(|n| (n.start_line, n.end_line)).collect();
+    let lines: Vec<(usize, usize)> = file
+        .nodes
+        .iter()
+        .map(|n| (n.start_line, n.end_line))
+        .collect();
     assert_eq!(lines, [(5, 5), (11, 12), (17, 31)]);
     let first = file.nodes.first().map(|n| n.start_line);
     let last = file.nodes.last().map(|n| n.end_line);
@@ -68,13 +83,16 @@ struct ExpectedChild {
 
 #[test]
 fn buildkit_heredoc_extracts() {
-    let Some(dir) = conformance_dir("buildkit-heredoc") else { return };
+    let Some(dir) = conformance_dir("buildkit-heredoc") else {
+        return;
+    };
     let mut failures = Vec::new();
     let mut total = 0;
     for set in ["extracts", "json-form"] {
         let src = read(&dir.join(set).join("Dockerfile"));
         let expected: Vec<ExpectedChild> =
-            serde_json::from_str(&read(&dir.join(set).join("expected.json"))).unwrap_or_else(|e| panic!("{set}: {e}"));
+            serde_json::from_str(&read(&dir.join(set).join("expected.json")))
+                .unwrap_or_else(|e| panic!("{set}: {e}"));
         let file = match raw::parse(&src) {
             Ok(f) => f,
             Err(e) => panic!("{set}: {}", e.render("Dockerfile", &src)),
@@ -88,7 +106,15 @@ fn buildkit_heredoc_extracts() {
             let got: Vec<_> = node
                 .heredocs
                 .iter()
-                .map(|d| (d.name.clone(), d.file_descriptor, d.expand, d.chomp, d.content.clone()))
+                .map(|d| {
+                    (
+                        d.name.clone(),
+                        d.file_descriptor,
+                        d.expand,
+                        d.chomp,
+                        d.content.clone(),
+                    )
+                })
                 .collect();
             let want: Vec<_> = child
                 .heredocs
@@ -97,7 +123,10 @@ fn buildkit_heredoc_extracts() {
                 .map(|d| (d.name, d.file_descriptor, d.expand, d.chomp, d.content))
                 .collect();
             if got != want {
-                failures.push(format!("{set} #{} `{}`:\n got  {got:?}\n want {want:?}", child.child_index, node.original));
+                failures.push(format!(
+                    "{set} #{} `{}`:\n got  {got:?}\n want {want:?}",
+                    child.child_index, node.original
+                ));
             }
         }
     }
@@ -106,12 +135,18 @@ fn buildkit_heredoc_extracts() {
 
 /// Rows of a header-first TSV file.
 fn tsv_rows(path: &std::path::Path) -> Vec<Vec<String>> {
-    read(path).lines().skip(1).map(|l| l.split('\t').map(str::to_string).collect()).collect()
+    read(path)
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
 }
 
 #[test]
 fn buildkit_heredoc_words() {
-    let Some(dir) = conformance_dir("buildkit-heredoc") else { return };
+    let Some(dir) = conformance_dir("buildkit-heredoc") else {
+        return;
+    };
     let rows = tsv_rows(&dir.join("heredoc-words.tsv"));
     let mut failures = Vec::new();
     for row in &rows {
@@ -130,11 +165,14 @@ fn buildkit_heredoc_words() {
 
 #[test]
 fn buildkit_heredoc_lines() {
-    let Some(dir) = conformance_dir("buildkit-heredoc") else { return };
+    let Some(dir) = conformance_dir("buildkit-heredoc") else {
+        return;
+    };
     let rows = tsv_rows(&dir.join("heredoc-lines.tsv"));
     let mut failures = Vec::new();
     for row in &rows {
-        let want: Vec<String> = serde_json::from_str(&row[1]).unwrap_or_else(|e| panic!("{row:?}: {e}"));
+        let want: Vec<String> =
+            serde_json::from_str(&row[1]).unwrap_or_else(|e| panic!("{row:?}: {e}"));
         let got: Vec<String> = match heredoc::heredocs_from_line(&row[0]) {
             Ok(docs) => docs.into_iter().map(|d| d.name).collect(),
             Err(e) => vec![format!("error: {e}")],
@@ -144,24 +182,4 @@ fn buildkit_heredoc_lines() {
         }
     }
     report("buildkit-heredoc/heredoc-lines.tsv", rows.len(), &failures);
-}
-
-#[test]
-fn real_world_dockerfiles_parse() {
-    let Some(dir) = conformance_dir("real-world") else { return };
-    let mut files = Vec::new();
-    for sub in subdirs(&dir) {
-        for e in std::fs::read_dir(&sub).unwrap_or_else(|e| panic!("{e}")).flatten() {
-            files.push(e.path());
-        }
-    }
-    files.sort();
-    let mut failures = Vec::new();
-    for f in &files {
-        let src = read(f);
-        if let Err(e) = raw::parse(&src) {
-            failures.push(e.render(&f.display().to_string(), &src));
-        }
-    }
-    report("real-world", files.len(), &failures);
 }

@@ -7,7 +7,10 @@ use rbuild_parser::shell::{EmptyEnv, Lexer};
 fn fuzz_regressions_do_not_panic() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions");
     let mut count = 0;
-    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())).flatten() {
+    for entry in std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+    {
         let path = entry.path();
         if path.extension().is_some_and(|e| e == "md") {
             continue;

@@ -15,21 +15,34 @@ fn read_table(name: &str) -> Option<String> {
 
 /// Lines as Go's `bufio.ScanLines` yields them (a trailing `\r` is dropped), numbered from 1.
 fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
-    text.lines().enumerate().map(|(i, line)| (i + 1, line.strip_suffix('\r').unwrap_or(line)))
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| (i + 1, line.strip_suffix('\r').unwrap_or(line)))
 }
 
 fn report(table: &str, passed: usize, total: usize, failures: &[String]) {
-    assert_eq!(passed + failures.len(), total, "buildkit-shell/{table}: miscounted");
+    assert_eq!(
+        passed + failures.len(),
+        total,
+        "buildkit-shell/{table}: miscounted"
+    );
     common::report(&format!("buildkit-shell/{table}"), total, failures);
 }
 
 #[test]
 fn env_var_test() {
-    let Some(text) = read_table("envVarTest") else { return };
-    let env: Vec<(String, String)> = [("PWD", "/home"), ("SHELL", "bash"), ("KOREAN", "한국어"), ("NULL", "")]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+    let Some(text) = read_table("envVarTest") else {
+        return;
+    };
+    let env: Vec<(String, String)> = [
+        ("PWD", "/home"),
+        ("SHELL", "bash"),
+        ("KOREAN", "한국어"),
+        ("NULL", ""),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
     let lexer = Lexer::new('\\');
 
     let (mut total, mut passed) = (0, 0);
@@ -61,7 +74,9 @@ fn env_var_test() {
         if ok {
             passed += 1;
         } else {
-            failures.push(format!("line {number}: {input:?}: expected {expected:?}, got {got:?}"));
+            failures.push(format!(
+                "line {number}: {input:?}: expected {expected:?}, got {got:?}"
+            ));
         }
     }
     report("envVarTest", passed, total, &failures);
@@ -69,7 +84,9 @@ fn env_var_test() {
 
 #[test]
 fn words_test() {
-    let Some(text) = read_table("wordsTest") else { return };
+    let Some(text) = read_table("wordsTest") else {
+        return;
+    };
     let lexer = Lexer::new('\\');
 
     let mut env: Vec<(String, String)> = Vec::new();
@@ -101,7 +118,9 @@ fn words_test() {
         if got == expected {
             passed += 1;
         } else {
-            failures.push(format!("line {number}: {input:?}: expected {expected:?}, got {got:?}"));
+            failures.push(format!(
+                "line {number}: {input:?}: expected {expected:?}, got {got:?}"
+            ));
         }
     }
     report("wordsTest", passed, total, &failures);

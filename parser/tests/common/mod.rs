@@ -6,11 +6,16 @@ use std::path::PathBuf;
 /// The conformance folder `sub`, or `None` (after saying so) when `../shared` is missing.
 /// Under `CI=true` a missing folder is a failure, never a skip.
 pub fn conformance_dir(sub: &str) -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance").join(sub);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/conformance")
+        .join(sub);
     if dir.is_dir() {
         return Some(dir);
     }
-    let msg = format!("conformance data {} is missing (../shared beside the repo root)", dir.display());
+    let msg = format!(
+        "conformance data {} is missing (../shared beside the repo root)",
+        dir.display()
+    );
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{msg}; under CI=true this is a failure");
     }
@@ -38,5 +43,10 @@ pub fn subdirs(dir: &std::path::Path) -> Vec<PathBuf> {
 pub fn report(set: &str, total: usize, failures: &[String]) {
     println!("{set}: {} of {total} cases pass", total - failures.len());
     assert!(total > 0, "{set}: no cases found");
-    assert!(failures.is_empty(), "{set}: {} failures:\n{}", failures.len(), failures.join("\n---\n"));
+    assert!(
+        failures.is_empty(),
+        "{set}: {} failures:\n{}",
+        failures.len(),
+        failures.join("\n---\n")
+    );
 }
