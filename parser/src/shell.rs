@@ -30,11 +30,11 @@ pub const MAX_NESTING: usize = 64;
 
 /// Bytes that processing one word may produce in total (all intermediate strings included),
 /// on top of [`OUTPUT_BUDGET_PER_INPUT_BYTE`] per byte of input.
-const BASE_OUTPUT_BUDGET: usize = 64 << 20;
-const OUTPUT_BUDGET_PER_INPUT_BYTE: usize = 16;
+const BASE_OUTPUT_BUDGET: usize = 4 << 20;
+const OUTPUT_BUDGET_PER_INPUT_BYTE: usize = 64;
 
 /// Automaton steps (state × character) that pattern matching may take for one word.
-const MATCH_STEP_BUDGET: u64 = 1 << 28;
+const MATCH_STEP_BUDGET: u64 = 1 << 24;
 
 /// Where the lexer looks variables up.
 pub trait EnvLookup {

@@ -23,9 +23,22 @@ fn fuzz_regressions_do_not_panic() {
         if let Err(e) = rbuild_parser::instruction::parse(&src) {
             assert!(!e.render("Dockerfile", &src).is_empty());
         }
-        let lexer = Lexer::new('\\');
-        let _ = lexer.process_words(&src, &EmptyEnv);
-        let _ = lexer.process_word(&src, &EmptyEnv);
+        // The lexer target reads its mode from the first byte; try every mode on the rest.
+        let word = String::from_utf8_lossy(bytes.get(1..).unwrap_or_default());
+        let env: Vec<(String, String)> = vec![
+            ("PWD".into(), "/home".into()),
+            ("EMPTY".into(), String::new()),
+            ("SPACED".into(), "a  b c".into()),
+        ];
+        for mode in 0u8..16 {
+            let mut lexer = Lexer::new(if mode & 1 == 0 { '\\' } else { '`' });
+            lexer.raw_quotes = mode & 2 != 0;
+            lexer.skip_unset_env = mode & 4 != 0;
+            lexer.skip_process_quotes = mode & 8 != 0;
+            let _ = lexer.process_word_with_matches(&word, &env);
+            let _ = lexer.process_words(&word, &env);
+            let _ = lexer.process_words(&src, &EmptyEnv);
+        }
         count += 1;
     }
     println!("fuzz-regressions: {count} inputs replayed");
