@@ -1,6 +1,6 @@
 //! `rbuild check` and `rbuild debug parse`: reading a Dockerfile and showing what the parser makes of it.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -47,8 +47,8 @@ pub fn check(path: &str) -> anyhow::Result<ExitCode> {
             w.message, pos.line, pos.column
         );
     }
-    println!(
-        "{name}: OK ({} stage{}, {} instructions)",
+    print_stdout(&format!(
+        "{name}: OK ({} stage{}, {} instructions)\n",
         file.stages.len(),
         if file.stages.len() == 1 { "" } else { "s" },
         file.stages
@@ -56,8 +56,16 @@ pub fn check(path: &str) -> anyhow::Result<ExitCode> {
             .map(|s| s.instructions.len() + 1)
             .sum::<usize>()
             + file.meta_args.len()
-    );
-    Ok(ExitCode::SUCCESS)
+    ))
+}
+
+/// Writes to standard output; a closed pipe (`| head`) ends the command quietly.
+fn print_stdout(text: &str) -> anyhow::Result<ExitCode> {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(anyhow::Error::new(e).context("writing to standard output")),
+    }
 }
 
 /// `rbuild debug parse [--dump] FILE`.
@@ -65,18 +73,12 @@ pub fn debug_parse(path: &str, buildkit_dump: bool) -> anyhow::Result<ExitCode> 
     let (name, src) = read_dockerfile(path)?;
     if buildkit_dump {
         return Ok(match raw::parse(&src) {
-            Ok(file) => {
-                print!("{}", dump::dump(&file));
-                ExitCode::SUCCESS
-            }
+            Ok(file) => print_stdout(&dump::dump(&file))?,
             Err(e) => report(&name, &src, &e),
         });
     }
     Ok(match instruction::parse(&src) {
-        Ok(file) => {
-            println!("{file:#?}");
-            ExitCode::SUCCESS
-        }
+        Ok(file) => print_stdout(&format!("{file:#?}\n"))?,
         Err(e) => report(&name, &src, &e),
     })
 }
