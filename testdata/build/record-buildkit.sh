@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Records what Docker's BuildKit builds for each case under testdata/build/, as the expectations
+# rbuild's build tests compare against. Run by a developer (not by the tests), as root, on a
+# machine with Debian's docker.io and busybox-static:
+#   dockerd --iptables=false --bridge=none &   # then:
+#   testdata/build/record-buildkit.sh [CASE…]
+# For each case and each target listed in its `targets` file (default: the last stage) it writes
+#   expected/TARGET.tree     the root filesystem (tree.py format) minus the busybox base's entries
+#   expected/TARGET.config   the image config's `config` object and its history, as BuildKit wrote them
+# and `expected/RECORDED` saying which Docker/BuildKit made them.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+docker=/usr/bin/docker
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# The busybox base, imported from the same rootfs rbuild's fixtures use.
+"$here/../base/make-busybox-rootfs.sh" "$work/bbroot"
+tar --sort=name --numeric-owner -C "$work/bbroot" -cf "$work/busybox.tar" .
+$docker import "$work/busybox.tar" busybox:latest >/dev/null
+$docker image tag busybox:latest scratch-test-base >/dev/null
+
+cases=("$@")
+[ ${#cases[@]} -gt 0 ] || cases=($(cd "$here" && ls -d */ | tr -d / | grep -v '^expected$'))
+for case in "${cases[@]}"; do
+  dir="$here/$case"
+  [ -f "$dir/Dockerfile" ] || continue
+  echo "== $case"
+  ctx="$work/ctx-$case"
+  rm -rf "$ctx"; cp -a "$dir/context" "$ctx"
+  [ -f "$dir/setup.sh" ] && (cd "$ctx" && sh "$dir/setup.sh")
+  targets=$( [ -f "$dir/targets" ] && cat "$dir/targets" || echo "-" )
+  mkdir -p "$dir/expected"
+  for target in $targets; do
+    tflag=(); name=final
+    [ "$target" = "-" ] || { tflag=(--target "$target"); name=$target; }
+    DOCKER_BUILDKIT=1 $docker build -q --network=host "${tflag[@]}" -f "$dir/Dockerfile" -t "rbuild-oracle/$case:$name" "$ctx" >/dev/null
+    DOCKER_BUILDKIT=1 $docker build -q --network=host "${tflag[@]}" -f "$dir/Dockerfile" -o "type=tar,dest=$work/out.tar" "$ctx" >/dev/null
+    python3 "$here/tree.py" --minus "$work/busybox.tar" "$work/out.tar" > "$dir/expected/$name.tree"
+    $docker image inspect "rbuild-oracle/$case:$name" \
+      | python3 -c 'import json,sys; i=json.load(sys.stdin)[0]; print(json.dumps({"config": i["Config"], "author": i.get("Author",""), "history": [{k: h[k] for k in ("CreatedBy","Comment") if h.get(k)} | {"empty_layer": h["Size"] == 0} for h in json.loads(sys.argv[1])]}, indent=2, sort_keys=True))' \
+        "$($docker history --no-trunc --format '{{json .}}' "rbuild-oracle/$case:$name" | python3 -c 'import json,sys; print(json.dumps([json.loads(l) | {"Size": 0 if json.loads(l)["Size"] in ("0B","0") else 1} for l in sys.stdin][::-1]))')" \
+      > "$dir/expected/$name.config"
+  done
+  echo "recorded with Docker $($docker version --format '{{.Server.Version}}') (DOCKER_BUILDKIT=1), busybox base from testdata/base/make-busybox-rootfs.sh" > "$dir/expected/RECORDED"
+done
