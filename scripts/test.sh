@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The tests need only the Rust toolchain so far (present on the project's machines). Later issues
-# add Debian packages here (installed with apt-get after apt-get update).
+# Besides the Rust toolchain (present on the project's machines), the tests drive real tools
+# from Debian's packages.
+scripts/install-test-deps.sh
 
 cargo test --workspace --all-targets --locked "$@"
