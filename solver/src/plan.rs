@@ -91,6 +91,8 @@ pub struct PlannedStep {
     pub vars_used: BTreeSet<String>,
     /// The step came from a base image's ONBUILD trigger.
     pub from_onbuild: bool,
+    /// Where its `COPY --from` reads: a stage (by index) or an image reference.
+    pub copy_from: Option<FromSource>,
 }
 
 /// A stage ready to execute.
@@ -406,7 +408,11 @@ fn plan_stage(
                 }
             }
         }
-        steps.push(PlannedStep { step, env: env_before, args: args_before, vars_used, from_onbuild });
+        let copy_from = match &step.instruction {
+            Instruction::Copy(c) => c.from.as_ref().and_then(|f| resolve_from(file, &f.value)),
+            _ => None,
+        };
+        steps.push(PlannedStep { step, env: env_before, args: args_before, vars_used, from_onbuild, copy_from });
     }
     Ok(PlannedStage {
         index,
