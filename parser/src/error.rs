@@ -79,38 +79,44 @@ impl ParseError {
     ///   | ^^^^
     /// ```
     pub fn render(&self, file_name: &str, src: &str) -> String {
-        let index = LineIndex::new(src);
-        let pos = index.position(src, self.span.start);
-        let line_text = index.line_text(src, pos.line);
-        let end_pos = index.position(src, self.span.end.max(self.span.start));
-        let width = if end_pos.line == pos.line && end_pos.column > pos.column {
-            end_pos.column - pos.column
-        } else {
-            line_text
-                .chars()
-                .count()
-                .saturating_sub(pos.column - 1)
-                .max(1)
-        };
-        let gutter = " ".repeat(pos.line.to_string().len());
-        // Tabs before the caret keep their width so the caret lines up.
-        let pad: String = line_text
-            .chars()
-            .take(pos.column - 1)
-            .map(|c| if c == '\t' { '\t' } else { ' ' })
-            .collect();
-        format!(
-            "error: {}\n{gutter}--> {}:{}:{}\n{gutter} |\n{} | {}\n{gutter} | {}{}\n",
-            self.kind,
-            file_name,
-            pos.line,
-            pos.column,
-            pos.line,
-            line_text,
-            pad,
-            "^".repeat(width)
-        )
+        render_at(&self.kind.to_string(), self.span, file_name, src)
     }
+}
+
+/// Renders any message about `span` of `src` the way [`ParseError::render`] does (later pipeline
+/// stages use it for their own errors about a Dockerfile location).
+pub fn render_at(message: &str, span: Span, file_name: &str, src: &str) -> String {
+    let index = LineIndex::new(src);
+    let pos = index.position(src, span.start);
+    let line_text = index.line_text(src, pos.line);
+    let end_pos = index.position(src, span.end.max(span.start));
+    let width = if end_pos.line == pos.line && end_pos.column > pos.column {
+        end_pos.column - pos.column
+    } else {
+        line_text
+            .chars()
+            .count()
+            .saturating_sub(pos.column - 1)
+            .max(1)
+    };
+    let gutter = " ".repeat(pos.line.to_string().len());
+    // Tabs before the caret keep their width so the caret lines up.
+    let pad: String = line_text
+        .chars()
+        .take(pos.column - 1)
+        .map(|c| if c == '\t' { '\t' } else { ' ' })
+        .collect();
+    format!(
+        "error: {}\n{gutter}--> {}:{}:{}\n{gutter} |\n{} | {}\n{gutter} | {}{}\n",
+        message,
+        file_name,
+        pos.line,
+        pos.column,
+        pos.line,
+        line_text,
+        pad,
+        "^".repeat(width)
+    )
 }
 
 #[cfg(test)]
