@@ -24,7 +24,7 @@ pub use error::StoreError;
 pub use images::{ImageDb, ImageRecord};
 pub use lock::{LockMode, StoreLock};
 pub use snapshots::{Snapshot, SnapshotStore};
-pub use store::{Store, LAYOUT_DIR};
+pub use store::{Store, WorkDir, LAYOUT_DIR};
 
 /// The environment variable that overrides the store root.
 pub const ROOT_ENV: &str = "RBUILD_ROOT";

@@ -78,6 +78,14 @@ impl Store {
         })
     }
 
+    /// A fresh private directory inside the store (on the snapshots' filesystem, so what is
+    /// built in it can be renamed into a snapshot), removed with everything in it when the
+    /// returned [`WorkDir`] is dropped — without following symlinks.
+    pub fn work_dir(&self, prefix: &str) -> Result<WorkDir, StoreError> {
+        let path = fsx::create_temp_dir(&self.layout.join("tmp"), prefix)?;
+        Ok(WorkDir { entry: fsx::TempEntry::new(path) })
+    }
+
     /// The root directory (absolute).
     pub fn root(&self) -> &Path {
         &self.root
@@ -176,6 +184,18 @@ fn secure_root(root: &Path) -> Result<(), StoreError> {
         fs::set_permissions(root, fs::Permissions::from_mode(PRIVATE_DIR_MODE)).at(root)?;
     }
     Ok(())
+}
+
+/// A scratch directory inside the store; removed when dropped.
+pub struct WorkDir {
+    entry: fsx::TempEntry,
+}
+
+impl WorkDir {
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        self.entry.path()
+    }
 }
 
 #[cfg(test)]
@@ -349,5 +369,20 @@ mod tests {
             fs::read_dir(store.root().join("v1/tmp")).unwrap().count(),
             0
         );
+    }
+
+    #[test]
+    fn work_dirs_are_private_and_removed_on_drop() {
+        let base = std::env::temp_dir().join(format!("rbuild-workdir-{}", std::process::id()));
+        let store = Store::open(&base).unwrap_or_else(|e| panic!("{e}"));
+        let work = store.work_dir("step").unwrap_or_else(|e| panic!("{e}"));
+        let path = work.path().to_path_buf();
+        std::fs::create_dir_all(path.join("a/b")).unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink("/", path.join("a/root-link")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(path.starts_with(store.root()));
+        drop(work);
+        assert!(!path.exists());
+        assert!(std::path::Path::new("/etc/passwd").exists());
+        let _ = std::fs::remove_dir_all(&base);
     }
 }
