@@ -83,7 +83,9 @@ impl Store {
     /// returned [`WorkDir`] is dropped — without following symlinks.
     pub fn work_dir(&self, prefix: &str) -> Result<WorkDir, StoreError> {
         let path = fsx::create_temp_dir(&self.layout.join("tmp"), prefix)?;
-        Ok(WorkDir { entry: fsx::TempEntry::new(path) })
+        Ok(WorkDir {
+            entry: fsx::TempEntry::new(path),
+        })
     }
 
     /// The root directory (absolute).

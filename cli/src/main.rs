@@ -1,21 +1,66 @@
 //! The `rbuild` binary: parses the command line and hands each command to the library crates.
 
+mod build;
 mod dockerfile;
+mod images;
+mod progress;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
-/// rbuild — a Dockerfile build engine.
+/// rbuild — a Dockerfile build engine. `rbuild -t app .` builds like `docker build -t app .`.
 #[derive(Parser)]
-#[command(name = "rbuild", version, about, propagate_version = true)]
+#[command(
+    name = "rbuild",
+    version,
+    about,
+    after_help = "`rbuild [build flags] CONTEXT` is short for `rbuild build [build flags] CONTEXT`."
+)]
 struct Cli {
+    /// Where images and layers are stored (default: $RBUILD_ROOT, /var/lib/rbuild for root,
+    /// else $XDG_DATA_HOME/rbuild).
+    #[arg(long, global = true, value_name = "DIR")]
+    root: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build an image from a Dockerfile and a context directory.
+    Build(Box<build::BuildArgs>),
+    /// List images.
+    Images,
+    /// Give an image another name: `rbuild tag SOURCE TARGET`.
+    Tag { source: String, target: String },
+    /// Remove image names (an image ID removes all its names).
+    Rmi {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Show images' details as JSON, as `docker image inspect` does.
+    Inspect {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Show an image's history.
+    History { image: String },
+    /// Write images to a docker-archive tar (loadable by `docker load`).
+    Save {
+        /// The archive to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Load images from a docker-archive or OCI archive tar.
+    Load {
+        /// The archive to read.
+        #[arg(short, long)]
+        input: PathBuf,
+    },
     /// Parse a Dockerfile and report every problem found (exit status 1 on errors).
     Check {
         /// The Dockerfile (`-` reads standard input).
@@ -41,9 +86,50 @@ enum DebugCommand {
     },
 }
 
+/// The command line with `build` inserted when no subcommand is named (`rbuild -t app .`).
+fn with_default_subcommand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let names: Vec<String> = Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .chain(["help".to_string()])
+        .collect();
+    let mut i = 1;
+    while let Some(arg) = args.get(i).and_then(|a| a.to_str()) {
+        if arg == "--root" {
+            i += 2;
+        } else if arg.starts_with("--root=") {
+            i += 1;
+        } else {
+            if !names.iter().any(|n| n == arg)
+                && !matches!(arg, "-h" | "--help" | "-V" | "--version")
+            {
+                args.insert(1, "build".into());
+            }
+            return args;
+        }
+    }
+    args
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(with_default_subcommand(std::env::args_os().collect()));
+    let root = cli.root.clone().unwrap_or_else(rbuild_cache::default_root);
     let result = match cli.command {
+        Command::Build(args) => build::run(&root, &args),
+        Command::Images => images::images(&root).map(|()| ExitCode::SUCCESS),
+        Command::Tag { source, target } => {
+            images::tag(&root, &source, &target).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Rmi { images: names } => images::rmi(&root, &names).map(|()| ExitCode::SUCCESS),
+        Command::Inspect { images: names } => {
+            images::inspect(&root, &names).map(|()| ExitCode::SUCCESS)
+        }
+        Command::History { image } => images::history(&root, &image).map(|()| ExitCode::SUCCESS),
+        Command::Save {
+            output,
+            images: names,
+        } => images::save(&root, &output, &names).map(|()| ExitCode::SUCCESS),
+        Command::Load { input } => images::load(&root, &input).map(|()| ExitCode::SUCCESS),
         Command::Check { file } => dockerfile::check(&file),
         Command::Debug {
             command: DebugCommand::Parse { dump, file },

@@ -1,1 +1,43 @@
-//! The executor: runs uncached build steps in namespaced sandboxes. (Arrives with the sandbox issue.)
+//! The file operations of a build — `COPY`, `ADD` and `WORKDIR`'s directory creation —
+//! applied to root filesystem directories with Docker/BuildKit's semantics.
+//!
+//! * [`copy()`] runs one `COPY`/`ADD` ([`CopyOp`]) from a source tree (the build context or
+//!   another stage's root filesystem) into a destination root filesystem;
+//!   [`resolve_dest`] turns a destination as written into the absolute path it means under a
+//!   `WORKDIR`.
+//! * [`resolve_chown`] resolves `--chown=user[:group]` against the destination's
+//!   `/etc/passwd` and `/etc/group`; [`chmod`] applies `--chmod` (octal or symbolic).
+//! * [`ensure_workdir`] creates a `WORKDIR`.
+//! * [`archive`] recognises and extracts `ADD`'s local archives; [`remote`] downloads `ADD`'s
+//!   URLs.
+//! * [`tree::list_tree`] lists a root filesystem in the format BuildKit's recorded results use
+//!   (`testdata/build/tree.py`).
+//!
+//! Every read of a source and every write of a destination goes through an
+//! [`rbuild_fsutil::Root`]: paths are resolved by the kernel beneath the root's directory fd,
+//! so symlinks and `..` in the context, in another stage, in the destination or in an archive
+//! can never reach host files (SECURITY-CLASSES 3–5). No host path is ever built from input.
+//!
+//! (Running instructions in sandboxes arrives with the sandbox issue.)
+
+#![deny(missing_docs)]
+
+pub mod archive;
+pub mod chmod;
+mod chown;
+pub mod copy;
+mod error;
+pub mod glob;
+mod paths;
+pub mod remote;
+mod source;
+pub mod tree;
+mod workdir;
+
+pub use archive::ArchiveLimits;
+pub use chown::{resolve_chown, MAX_DB_BYTES};
+pub use copy::{copy, CopyOp, CopyStats};
+pub use error::{ExecError, Side};
+pub use paths::resolve_dest;
+pub use remote::DownloadLimits;
+pub use workdir::ensure_workdir;

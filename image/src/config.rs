@@ -85,6 +85,24 @@ pub struct ImageConfig {
     pub variant: String,
 }
 
+/// The keys of Docker's container config (`docker image inspect`'s `Config`) that
+/// [`ContainerConfig`] carries; Docker's other keys (`Hostname`, `Tty`, …) are not image data.
+pub const CONTAINER_CONFIG_KEYS: [&str; 13] = [
+    "User",
+    "ExposedPorts",
+    "Env",
+    "Entrypoint",
+    "Cmd",
+    "Volumes",
+    "WorkingDir",
+    "Labels",
+    "StopSignal",
+    "ArgsEscaped",
+    "Healthcheck",
+    "OnBuild",
+    "Shell",
+];
+
 /// The `config` object: defaults for containers run from the image.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

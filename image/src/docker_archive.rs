@@ -56,12 +56,16 @@ pub fn export_docker_archive<N: AsRef<str>>(
     let mut items: Vec<Item> = Vec::new();
     let mut by_manifest: BTreeMap<Digest, usize> = BTreeMap::new();
     for (name, digest) in images {
-        let reference = Reference::parse(name.as_ref())?;
+        // An empty name exports the image untagged (`RepoTags` empty).
+        let reference = match name.as_ref() {
+            "" => None,
+            n => Some(Reference::parse(n)?),
+        };
         let (desc, _) = describe_manifest(store, digest)?;
         let (manifest_desc, manifest) = resolve_manifest(store, &desc)?;
         if let Some(&i) = by_manifest.get(&manifest_desc.digest) {
             if let Some(item) = items.get_mut(i) {
-                item.repo_tags.push(reference);
+                item.repo_tags.extend(reference);
             }
             continue;
         }
@@ -90,7 +94,7 @@ pub fn export_docker_archive<N: AsRef<str>>(
             created: config.created.clone(),
             os: config.os.clone(),
             architecture: config.architecture.clone(),
-            repo_tags: vec![reference],
+            repo_tags: reference.into_iter().collect(),
             layers,
         });
     }

@@ -44,16 +44,19 @@ fn plan<N: AsRef<str>>(store: &Store, images: &[(N, Digest)]) -> Result<Plan, Im
     let mut blobs = Vec::new();
     let mut seen = BTreeSet::new();
     for (name, digest) in images {
-        let reference = Reference::parse(name.as_ref())?;
         let (mut desc, _) = describe_manifest(store, digest)?;
         collect_blobs(store, &desc, &mut blobs, &mut seen)?;
-        desc.annotations.insert(
-            annotations::CONTAINERD_IMAGE_NAME.to_owned(),
-            reference.to_string(),
-        );
-        if let Some(tag) = reference.tag() {
-            desc.annotations
-                .insert(annotations::REF_NAME.to_owned(), tag.to_owned());
+        // An empty name exports the image unnamed (no annotations), as an untagged build's.
+        if !name.as_ref().is_empty() {
+            let reference = Reference::parse(name.as_ref())?;
+            desc.annotations.insert(
+                annotations::CONTAINERD_IMAGE_NAME.to_owned(),
+                reference.to_string(),
+            );
+            if let Some(tag) = reference.tag() {
+                desc.annotations
+                    .insert(annotations::REF_NAME.to_owned(), tag.to_owned());
+            }
         }
         entries.push(desc);
     }

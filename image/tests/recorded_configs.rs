@@ -9,23 +9,6 @@ use std::path::Path;
 use rbuild_image::ContainerConfig;
 use serde_json::Value;
 
-/// The keys of Docker's container config that the image config carries.
-const MODELLED: &[&str] = &[
-    "User",
-    "ExposedPorts",
-    "Env",
-    "Entrypoint",
-    "Cmd",
-    "Volumes",
-    "WorkingDir",
-    "Labels",
-    "StopSignal",
-    "ArgsEscaped",
-    "Healthcheck",
-    "OnBuild",
-    "Shell",
-];
-
 /// Docker's `null` / `""` / `false` / `[]` / `{}` are what `omitempty` leaves out.
 fn is_empty(v: &Value) -> bool {
     match v {
@@ -58,7 +41,7 @@ fn recorded_docker_configs_roundtrip() {
             let parsed: ContainerConfig = serde_json::from_value(docker.clone())
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             let ours = serde_json::to_value(&parsed).unwrap();
-            for key in MODELLED {
+            for key in rbuild_image::config::CONTAINER_CONFIG_KEYS.iter() {
                 let theirs = docker.get(*key).unwrap_or(&Value::Null);
                 let mine = ours.get(*key).unwrap_or(&Value::Null);
                 if is_empty(theirs) {

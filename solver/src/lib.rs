@@ -5,5 +5,8 @@
 pub mod plan;
 pub mod platform;
 
-pub use plan::{plan, BaseImageInfo, BaseImageResolver, BuildOptions, BuildPlan, FromSource, PlannedStage, PlannedStep, SolveError, StageBase};
+pub use plan::{
+    plan, BaseImageInfo, BaseImageResolver, BuildOptions, BuildPlan, FromSource, PlannedStage,
+    PlannedStep, SolveError, StageBase,
+};
 pub use platform::Platform;

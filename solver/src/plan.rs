@@ -139,7 +139,11 @@ pub enum SolveError {
     #[error("stage {reference:?} refers to itself or to a stage that comes after it")]
     ForwardStageReference { reference: String, span: Span },
     #[error("base image {reference:?}: {reason}")]
-    BaseImage { reference: String, reason: String, span: Span },
+    BaseImage {
+        reference: String,
+        reason: String,
+        span: Span,
+    },
     #[error(transparent)]
     Parse(#[from] ParseError),
 }
@@ -148,7 +152,9 @@ impl SolveError {
     /// The Dockerfile span the error is about, when there is one.
     pub fn span(&self) -> Option<Span> {
         match self {
-            SolveError::ForwardStageReference { span, .. } | SolveError::BaseImage { span, .. } => Some(*span),
+            SolveError::ForwardStageReference { span, .. } | SolveError::BaseImage { span, .. } => {
+                Some(*span)
+            }
             SolveError::Parse(e) => Some(e.span),
             _ => None,
         }
@@ -156,7 +162,11 @@ impl SolveError {
 }
 
 /// Plans a build of `file` for `opts`, resolving base images through `resolver`.
-pub fn plan(file: &Dockerfile, opts: &BuildOptions, resolver: &mut dyn BaseImageResolver) -> Result<BuildPlan, SolveError> {
+pub fn plan(
+    file: &Dockerfile,
+    opts: &BuildOptions,
+    resolver: &mut dyn BaseImageResolver,
+) -> Result<BuildPlan, SolveError> {
     if file.stages.is_empty() {
         return Err(SolveError::NoStages);
     }
@@ -185,10 +195,19 @@ pub fn plan(file: &Dockerfile, opts: &BuildOptions, resolver: &mut dyn BaseImage
 
     let target = match &opts.target {
         None => file.stages.len() - 1,
-        Some(t) => file.stage(t).map(|(i, _)| i).ok_or_else(|| SolveError::UnknownTarget {
-            target: t.clone(),
-            known: file.stages.iter().enumerate().map(|(i, s)| s.name.clone().unwrap_or_else(|| i.to_string())).collect::<Vec<_>>().join(", "),
-        })?,
+        Some(t) => file
+            .stage(t)
+            .map(|(i, _)| i)
+            .ok_or_else(|| SolveError::UnknownTarget {
+                target: t.clone(),
+                known: file
+                    .stages
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| s.name.clone().unwrap_or_else(|| i.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?,
     };
 
     // The stage graph: an edge from each stage to every stage it reads.
@@ -214,7 +233,9 @@ pub fn plan(file: &Dockerfile, opts: &BuildOptions, resolver: &mut dyn BaseImage
     while let Some(n) = dfs.next(&graph) {
         needed.insert(n);
     }
-    let order = toposort(&graph, None).map_err(|cycle| SolveError::Cycle(format!("(stage {} is part of a cycle)", cycle.node_id())))?;
+    let order = toposort(&graph, None).map_err(|cycle| {
+        SolveError::Cycle(format!("(stage {} is part of a cycle)", cycle.node_id()))
+    })?;
 
     let mut planned: BTreeMap<usize, PlannedStage> = BTreeMap::new();
     // toposort puts dependents first; plan dependencies first.
@@ -224,16 +245,36 @@ pub fn plan(file: &Dockerfile, opts: &BuildOptions, resolver: &mut dyn BaseImage
         let info = match &base {
             StageBase::Scratch => BaseImageInfo::default(),
             StageBase::Stage(parent) => match planned.get(parent) {
-                Some(p) => BaseImageInfo { env: p.env.clone(), onbuild: p.onbuild.clone() },
-                None => return Err(SolveError::Cycle(format!("(stage {index} needs stage {parent})"))),
+                Some(p) => BaseImageInfo {
+                    env: p.env.clone(),
+                    onbuild: p.onbuild.clone(),
+                },
+                None => {
+                    return Err(SolveError::Cycle(format!(
+                        "(stage {index} needs stage {parent})"
+                    )))
+                }
             },
-            StageBase::Image(reference) => resolver.resolve(reference).map_err(|reason| SolveError::BaseImage {
-                reference: reference.clone(),
-                reason,
-                span: stage.base.image.span,
-            })?,
+            StageBase::Image(reference) => {
+                resolver
+                    .resolve(reference)
+                    .map_err(|reason| SolveError::BaseImage {
+                        reference: reference.clone(),
+                        reason,
+                        span: stage.base.image.span,
+                    })?
+            }
         };
-        let p = plan_stage(file, index, base, info, opts, &lexer, &meta_scope, &mut declared)?;
+        let p = plan_stage(
+            file,
+            index,
+            base,
+            info,
+            opts,
+            &lexer,
+            &meta_scope,
+            &mut declared,
+        )?;
         planned.insert(index, p);
     }
 
@@ -249,14 +290,23 @@ pub fn plan(file: &Dockerfile, opts: &BuildOptions, resolver: &mut dyn BaseImage
     while !remaining.is_empty() {
         let ready = remaining
             .iter()
-            .position(|i| graph.neighbors(*i).all(|d| stages.iter().any(|s| s.index == d)))
+            .position(|i| {
+                graph
+                    .neighbors(*i)
+                    .all(|d| stages.iter().any(|s| s.index == d))
+            })
             .unwrap_or(0);
         let index = remaining.remove(ready);
         if let Some(p) = planned.remove(&index) {
             stages.push(p);
         }
     }
-    Ok(BuildPlan { stages, target, unused_build_args, meta_args: meta })
+    Ok(BuildPlan {
+        stages,
+        target,
+        unused_build_args,
+        meta_args: meta,
+    })
 }
 
 /// The platform ARGs BuildKit defines in the meta scope.
@@ -266,7 +316,10 @@ fn automatic_args(opts: &BuildOptions) -> Vec<(String, String)> {
         out.push((format!("{prefix}PLATFORM"), p.to_string()));
         out.push((format!("{prefix}OS"), p.os.clone()));
         out.push((format!("{prefix}ARCH"), p.architecture.clone()));
-        out.push((format!("{prefix}VARIANT"), p.variant.clone().unwrap_or_default()));
+        out.push((
+            format!("{prefix}VARIANT"),
+            p.variant.clone().unwrap_or_default(),
+        ));
     }
     out
 }
@@ -282,7 +335,8 @@ fn meta_arg_values(
     let mut values: Vec<(String, String)> = Vec::new();
     for arg in &file.meta_args {
         for decl in &arg.value.args {
-            let scope: Vec<(String, String)> = automatic.iter().chain(values.iter()).cloned().collect();
+            let scope: Vec<(String, String)> =
+                automatic.iter().chain(values.iter()).cloned().collect();
             let name = decl.name.value.clone();
             declared.insert(name.clone());
             if let Some(v) = arg_value(decl, opts, lexer, &scope, None)? {
@@ -331,7 +385,11 @@ fn stage_by_name(file: &Dockerfile, name: &str, before: usize) -> Option<usize> 
 /// How BuildKit reads a `--from` value: a stage name, a stage index, or else an image.
 pub fn resolve_from(file: &Dockerfile, reference: &str) -> Option<FromSource> {
     let lower = reference.to_ascii_lowercase();
-    if let Some(i) = file.stages.iter().position(|s| s.name.as_deref() == Some(lower.as_str())) {
+    if let Some(i) = file
+        .stages
+        .iter()
+        .position(|s| s.name.as_deref() == Some(lower.as_str()))
+    {
         return Some(FromSource::Stage(i));
     }
     if let Ok(i) = reference.parse::<usize>() {
@@ -344,7 +402,11 @@ pub fn resolve_from(file: &Dockerfile, reference: &str) -> Option<FromSource> {
 fn step_sources(instruction: &Instruction) -> Vec<(String, Span)> {
     match instruction {
         Instruction::Copy(c) => c.from.iter().map(|f| (f.value.clone(), f.span)).collect(),
-        Instruction::Run(r) => r.mounts.iter().filter_map(|m| m.from.clone().map(|f| (f, m.span))).collect(),
+        Instruction::Run(r) => r
+            .mounts
+            .iter()
+            .filter_map(|m| m.from.clone().map(|f| (f, m.span)))
+            .collect(),
         Instruction::Onbuild(_) => Vec::new(),
         _ => Vec::new(),
     }
@@ -365,7 +427,11 @@ fn plan_stage(
     let mut env = info.env.clone();
     let mut args: Vec<(String, String)> = PROXY_ARGS
         .iter()
-        .filter_map(|k| opts.build_args.get(*k).map(|v| ((*k).to_string(), v.clone())))
+        .filter_map(|k| {
+            opts.build_args
+                .get(*k)
+                .map(|v| ((*k).to_string(), v.clone()))
+        })
         .collect();
     let mut steps = Vec::new();
     let mut onbuild = Vec::new();
@@ -385,14 +451,22 @@ fn plan_stage(
         match &mut step.instruction {
             Instruction::Arg(arg) => {
                 for decl in &mut arg.args {
-                    let scope: Vec<(String, String)> = args.iter().chain(env.iter()).cloned().collect();
+                    let scope: Vec<(String, String)> =
+                        args.iter().chain(env.iter()).cloned().collect();
                     let name = decl.name.value.clone();
                     declared.insert(name.clone());
-                    let fallback = meta_scope.iter().rev().find(|(k, _)| *k == name).map(|(_, v)| v.as_str());
+                    let fallback = meta_scope
+                        .iter()
+                        .rev()
+                        .find(|(k, _)| *k == name)
+                        .map(|(_, v)| v.as_str());
                     let usage = decl.clone().expand(lexer, &scope)?;
                     vars_used.extend(usage.used);
                     if let Some(v) = arg_value(decl, opts, lexer, &scope, fallback)? {
-                        decl.default = Some(Spanned::new(v.clone(), decl.default.as_ref().map_or(decl.name.span, |d| d.span)));
+                        decl.default = Some(Spanned::new(
+                            v.clone(),
+                            decl.default.as_ref().map_or(decl.name.span, |d| d.span),
+                        ));
                         set_var(&mut args, name, v);
                     }
                 }
@@ -412,7 +486,14 @@ fn plan_stage(
             Instruction::Copy(c) => c.from.as_ref().and_then(|f| resolve_from(file, &f.value)),
             _ => None,
         };
-        steps.push(PlannedStep { step, env: env_before, args: args_before, vars_used, from_onbuild, copy_from });
+        steps.push(PlannedStep {
+            step,
+            env: env_before,
+            args: args_before,
+            vars_used,
+            from_onbuild,
+            copy_from,
+        });
     }
     Ok(PlannedStage {
         index,
@@ -433,11 +514,19 @@ fn parse_trigger(text: &str, from_span: Span) -> Result<Step, SolveError> {
         span: from_span,
     };
     let raw = rbuild_parser::raw::parse(text).map_err(located)?;
-    let node = raw.nodes.first().ok_or_else(|| located(ParseError::new(rbuild_parser::ParseErrorKind::EmptyDockerfile, Span::default())))?;
+    let node = raw.nodes.first().ok_or_else(|| {
+        located(ParseError::new(
+            rbuild_parser::ParseErrorKind::EmptyDockerfile,
+            Span::default(),
+        ))
+    })?;
     if matches!(node.keyword.as_str(), "onbuild" | "from" | "maintainer") {
         return Err(SolveError::BaseImage {
             reference: String::new(),
-            reason: format!("{} is not allowed as an ONBUILD trigger", node.keyword.to_ascii_uppercase()),
+            reason: format!(
+                "{} is not allowed as an ONBUILD trigger",
+                node.keyword.to_ascii_uppercase()
+            ),
             span: from_span,
         });
     }

@@ -20,7 +20,11 @@ impl Default for Platform {
             "powerpc64" => "ppc64le",
             other => other,
         };
-        Platform { os: "linux".into(), architecture: architecture.into(), variant: None }
+        Platform {
+            os: "linux".into(),
+            architecture: architecture.into(),
+            variant: None,
+        }
     }
 }
 
@@ -33,18 +37,32 @@ impl Platform {
             [arch] if !arch.is_empty() => ("linux", *arch, None),
             [os, arch] => (*os, *arch, None),
             [os, arch, variant] => (*os, *arch, Some(*variant)),
-            _ => return Err(format!("invalid platform {s:?}: expected os/arch[/variant]")),
+            _ => {
+                return Err(format!(
+                    "invalid platform {s:?}: expected os/arch[/variant]"
+                ))
+            }
         };
-        let valid = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        let valid = |p: &str| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
         if !valid(os) || !valid(arch) || variant.is_some_and(|v| !valid(v)) {
-            return Err(format!("invalid platform {s:?}: expected os/arch[/variant]"));
+            return Err(format!(
+                "invalid platform {s:?}: expected os/arch[/variant]"
+            ));
         }
         let arch = match arch {
             "x86_64" | "x86-64" => "amd64",
             "aarch64" => "arm64",
             a => a,
         };
-        Ok(Platform { os: os.into(), architecture: arch.into(), variant: variant.map(str::to_string) })
+        Ok(Platform {
+            os: os.into(),
+            architecture: arch.into(),
+            variant: variant.map(str::to_string),
+        })
     }
 }
 

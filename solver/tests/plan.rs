@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 
 use rbuild_parser::instruction::{parse, Instruction};
-use rbuild_solver::{plan, BaseImageInfo, BaseImageResolver, BuildOptions, BuildPlan, Platform, SolveError, StageBase};
+use rbuild_solver::{
+    plan, BaseImageInfo, BaseImageResolver, BuildOptions, BuildPlan, Platform, SolveError,
+    StageBase,
+};
 
 /// Base images known to the tests: `envimg` has ENV, `trig` has ONBUILD triggers.
 struct Images;
@@ -12,8 +15,17 @@ impl BaseImageResolver for Images {
     fn resolve(&mut self, reference: &str) -> Result<BaseImageInfo, String> {
         match reference {
             "busybox" | "alpine:3" | "img-1.0" => Ok(BaseImageInfo::default()),
-            "envimg" => Ok(BaseImageInfo { env: vec![("PATH".into(), "/bin".into()), ("FROM_IMAGE".into(), "yes".into())], onbuild: vec![] }),
-            "trig" => Ok(BaseImageInfo { env: vec![], onbuild: vec!["ENV TRIGGERED=1".into(), "LABEL t=$TRIGGERED".into()] }),
+            "envimg" => Ok(BaseImageInfo {
+                env: vec![
+                    ("PATH".into(), "/bin".into()),
+                    ("FROM_IMAGE".into(), "yes".into()),
+                ],
+                onbuild: vec![],
+            }),
+            "trig" => Ok(BaseImageInfo {
+                env: vec![],
+                onbuild: vec!["ENV TRIGGERED=1".into(), "LABEL t=$TRIGGERED".into()],
+            }),
             other => Err(format!("no such image {other:?} in the test store")),
         }
     }
@@ -22,7 +34,10 @@ impl BaseImageResolver for Images {
 fn build(src: &str, args: &[(&str, &str)], target: Option<&str>) -> Result<BuildPlan, SolveError> {
     let file = parse(src).unwrap_or_else(|e| panic!("{}", e.render("Dockerfile", src)));
     let opts = BuildOptions {
-        build_args: args.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect::<BTreeMap<_, _>>(),
+        build_args: args
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect::<BTreeMap<_, _>>(),
         target: target.map(str::to_string),
         platform: Platform::parse("linux/amd64").unwrap_or_default(),
         build_platform: Platform::parse("linux/amd64").unwrap_or_default(),
@@ -36,10 +51,21 @@ fn ok(src: &str, args: &[(&str, &str)], target: Option<&str>) -> BuildPlan {
 
 /// The value of the last ENV/LABEL key=value of the target stage's step `n`.
 fn kv(plan: &BuildPlan, stage: usize, n: usize) -> Vec<(String, String)> {
-    let step = &plan.stage(stage).unwrap_or_else(|| panic!("stage {stage} not planned")).steps[n];
+    let step = &plan
+        .stage(stage)
+        .unwrap_or_else(|| panic!("stage {stage} not planned"))
+        .steps[n];
     match &step.step.instruction {
-        Instruction::Env(e) => e.vars.iter().map(|v| (v.key.value.clone(), v.value.value.clone())).collect(),
-        Instruction::Label(l) => l.labels.iter().map(|v| (v.key.value.clone(), v.value.value.clone())).collect(),
+        Instruction::Env(e) => e
+            .vars
+            .iter()
+            .map(|v| (v.key.value.clone(), v.value.value.clone()))
+            .collect(),
+        Instruction::Label(l) => l
+            .labels
+            .iter()
+            .map(|v| (v.key.value.clone(), v.value.value.clone()))
+            .collect(),
         other => panic!("step {n} is {other:?}"),
     }
 }
@@ -58,12 +84,21 @@ fn only_the_stages_the_target_needs_are_planned() {
     let planned: Vec<usize> = p.stages.iter().map(|s| s.index).collect();
     assert_eq!(planned, [1, 2]);
     assert_eq!(p.target, 2);
-    assert_eq!(p.stage(2).map(|s| s.base.clone()), Some(StageBase::Stage(1)));
+    assert_eq!(
+        p.stage(2).map(|s| s.base.clone()),
+        Some(StageBase::Stage(1))
+    );
     // The default target is the last stage, which needs app and base, not the broken one.
     let p = ok(src, &[], None);
-    assert_eq!(p.stages.iter().map(|s| s.index).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(
+        p.stages.iter().map(|s| s.index).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
     // Asking for the broken stage fails on its expansion.
-    let err = build(src, &[], Some("broken")).err().map(|e| e.to_string()).unwrap_or_default();
+    let err = build(src, &[], Some("broken"))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(err.contains("X must be set"), "{err}");
 }
 
@@ -79,40 +114,119 @@ fn cycles_and_bad_targets_are_errors() {
     let src = "FROM busybox AS a\nCOPY --from=b /x /x\nFROM busybox AS b\nCOPY --from=a /y /y\n";
     assert!(matches!(build(src, &[], None), Err(SolveError::Cycle(_))));
     let src = "FROM busybox AS a\nCOPY --from=a /x /x\n";
-    assert!(matches!(build(src, &[], None), Err(SolveError::ForwardStageReference { .. })));
-    let err = build("FROM busybox AS a\n", &[], Some("nope")).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(matches!(
+        build(src, &[], None),
+        Err(SolveError::ForwardStageReference { .. })
+    ));
+    let err = build("FROM busybox AS a\n", &[], Some("nope"))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert_eq!(err, "target stage \"nope\" could not be found (stages: a)");
-    let err = build("FROM nosuch\n", &[], None).err().map(|e| e.to_string()).unwrap_or_default();
+    let err = build("FROM nosuch\n", &[], None)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(err.contains("no such image \"nosuch\""), "{err}");
 }
 
 #[test]
 fn arg_and_env_scoping_follow_buildkit() {
     // (Dockerfile, build args, expected key/value of the last stage's step n)
-    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], usize, Vec<(String, String)>);
+    type Case<'a> = (
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        usize,
+        Vec<(String, String)>,
+    );
     let cases: &[Case] = &[
         // Meta ARG in FROM; invisible in the stage until re-declared.
-        ("ARG V=1.0\nFROM img-$V\nENV X=${V:-unset}\n", &[], 0, pair("X", "unset")),
-        ("ARG V=1.0\nFROM img-$V\nARG V\nENV X=$V\n", &[], 1, pair("X", "1.0")),
+        (
+            "ARG V=1.0\nFROM img-$V\nENV X=${V:-unset}\n",
+            &[],
+            0,
+            pair("X", "unset"),
+        ),
+        (
+            "ARG V=1.0\nFROM img-$V\nARG V\nENV X=$V\n",
+            &[],
+            1,
+            pair("X", "1.0"),
+        ),
         // --build-arg overrides a meta default and a stage default.
-        ("ARG V=0.9\nFROM img-$V\nARG V\nENV X=$V\n", &[("V", "1.0")], 1, pair("X", "1.0")),
-        ("FROM busybox\nARG V=def\nENV X=$V\n", &[("V", "cli")], 1, pair("X", "cli")),
-        ("FROM busybox\nARG V=def\nENV X=$V\n", &[], 1, pair("X", "def")),
+        (
+            "ARG V=0.9\nFROM img-$V\nARG V\nENV X=$V\n",
+            &[("V", "1.0")],
+            1,
+            pair("X", "1.0"),
+        ),
+        (
+            "FROM busybox\nARG V=def\nENV X=$V\n",
+            &[("V", "cli")],
+            1,
+            pair("X", "cli"),
+        ),
+        (
+            "FROM busybox\nARG V=def\nENV X=$V\n",
+            &[],
+            1,
+            pair("X", "def"),
+        ),
         // ENV beats an ARG of the same name, whatever the order.
-        ("FROM busybox\nENV V=env\nARG V=arg\nENV X=$V\n", &[("V", "cli")], 2, pair("X", "env")),
+        (
+            "FROM busybox\nENV V=env\nARG V=arg\nENV X=$V\n",
+            &[("V", "cli")],
+            2,
+            pair("X", "env"),
+        ),
         // An ARG without a value and without a build-arg stays unset.
-        ("FROM busybox\nARG V\nENV X=${V-unset}\n", &[], 1, pair("X", "unset")),
+        (
+            "FROM busybox\nARG V\nENV X=${V-unset}\n",
+            &[],
+            1,
+            pair("X", "unset"),
+        ),
         // ARG defaults see earlier ARGs and ENVs.
-        ("FROM busybox\nENV A=a\nARG B=${A}b\nENV X=$B\n", &[], 2, pair("X", "ab")),
+        (
+            "FROM busybox\nENV A=a\nARG B=${A}b\nENV X=$B\n",
+            &[],
+            2,
+            pair("X", "ab"),
+        ),
         // Values on one ENV line see the environment from before the line.
-        ("FROM busybox\nENV A=old\nENV A=new X=$A\n", &[], 1, vec![("A".into(), "new".into()), ("X".into(), "old".into())]),
+        (
+            "FROM busybox\nENV A=old\nENV A=new X=$A\n",
+            &[],
+            1,
+            vec![("A".into(), "new".into()), ("X".into(), "old".into())],
+        ),
         // The base image's ENV is in scope.
-        ("FROM envimg\nENV X=$FROM_IMAGE:$PATH\n", &[], 0, pair("X", "yes:/bin")),
+        (
+            "FROM envimg\nENV X=$FROM_IMAGE:$PATH\n",
+            &[],
+            0,
+            pair("X", "yes:/bin"),
+        ),
         // Stage bases pass their ENV down.
-        ("FROM busybox AS a\nENV A=from-a\nFROM a\nENV X=$A\n", &[], 0, pair("X", "from-a")),
+        (
+            "FROM busybox AS a\nENV A=from-a\nFROM a\nENV X=$A\n",
+            &[],
+            0,
+            pair("X", "from-a"),
+        ),
         // Automatic platform ARGs, declared in the stage.
-        ("FROM busybox\nARG TARGETARCH\nENV X=$TARGETARCH\n", &[], 1, pair("X", "amd64")),
-        ("ARG TARGETPLATFORM\nFROM busybox\nARG TARGETPLATFORM\nENV X=$TARGETPLATFORM\n", &[], 1, pair("X", "linux/amd64")),
+        (
+            "FROM busybox\nARG TARGETARCH\nENV X=$TARGETARCH\n",
+            &[],
+            1,
+            pair("X", "amd64"),
+        ),
+        (
+            "ARG TARGETPLATFORM\nFROM busybox\nARG TARGETPLATFORM\nENV X=$TARGETPLATFORM\n",
+            &[],
+            1,
+            pair("X", "linux/amd64"),
+        ),
     ];
     for (src, args, n, want) in cases {
         let p = ok(src, args, None);
@@ -122,16 +236,35 @@ fn arg_and_env_scoping_follow_buildkit() {
 
 #[test]
 fn run_steps_see_args_but_env_records_only_env() {
-    let p = ok("FROM busybox\nARG A=1\nENV E=2\nRUN echo\n", &[("http_proxy", "http://p")], None);
+    let p = ok(
+        "FROM busybox\nARG A=1\nENV E=2\nRUN echo\n",
+        &[("http_proxy", "http://p")],
+        None,
+    );
     let run = &p.stages[0].steps[2];
-    assert_eq!(run.args, [("http_proxy".to_string(), "http://p".to_string()), ("A".to_string(), "1".to_string())]);
+    assert_eq!(
+        run.args,
+        [
+            ("http_proxy".to_string(), "http://p".to_string()),
+            ("A".to_string(), "1".to_string())
+        ]
+    );
     assert_eq!(run.env, [("E".to_string(), "2".to_string())]);
     assert_eq!(p.stages[0].env, [("E".to_string(), "2".to_string())]);
 }
 
 #[test]
 fn unused_build_args_are_reported() {
-    let p = ok("ARG USED\nFROM busybox\nARG ALSO\n", &[("USED", "1"), ("ALSO", "2"), ("NOPE", "3"), ("HTTP_PROXY", "x")], None);
+    let p = ok(
+        "ARG USED\nFROM busybox\nARG ALSO\n",
+        &[
+            ("USED", "1"),
+            ("ALSO", "2"),
+            ("NOPE", "3"),
+            ("HTTP_PROXY", "x"),
+        ],
+        None,
+    );
     assert_eq!(p.unused_build_args, ["NOPE"]);
 }
 
@@ -141,7 +274,11 @@ fn onbuild_triggers_run_first_and_are_inherited() {
     let steps = &p.stages[0].steps;
     assert!(steps[0].from_onbuild && steps[1].from_onbuild && !steps[2].from_onbuild);
     assert_eq!(kv(&p, 0, 1), pair("t", "1"));
-    let p = ok("FROM busybox AS a\nONBUILD ENV X=1\nFROM a\nENV Y=$X\n", &[], None);
+    let p = ok(
+        "FROM busybox AS a\nONBUILD ENV X=1\nFROM a\nENV Y=$X\n",
+        &[],
+        None,
+    );
     assert_eq!(p.stages[1].steps.len(), 2);
     assert_eq!(kv(&p, 1, 1), pair("Y", "1"));
     assert_eq!(p.stages[0].onbuild, ["ENV X=1"]);
@@ -150,6 +287,10 @@ fn onbuild_triggers_run_first_and_are_inherited() {
 #[test]
 fn variables_used_are_recorded() {
     let p = ok("FROM busybox\nARG A=1\nARG B=2\nENV X=$A\n", &[], None);
-    let used: Vec<&str> = p.stages[0].steps[2].vars_used.iter().map(String::as_str).collect();
+    let used: Vec<&str> = p.stages[0].steps[2]
+        .vars_used
+        .iter()
+        .map(String::as_str)
+        .collect();
     assert_eq!(used, ["A"]);
 }

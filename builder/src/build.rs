@@ -1,0 +1,400 @@
+//! Runs a build: parse, plan, then each needed stage in order — base layers unpacked into
+//! snapshots, file steps (COPY, ADD, WORKDIR) applied to an overlay view whose upper dir becomes
+//! the step's layer, metadata steps applied to the image config — and writes the target stage's
+//! image (config, manifest, layers) into the store.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rbuild_cache::{Digest, Store};
+use rbuild_fsutil::Root;
+use rbuild_image::manifest::{Descriptor, Manifest};
+use rbuild_image::reference::Reference;
+use rbuild_image::{write_image, ImageConfig, LayerOptions};
+use rbuild_parser::instruction::{parse, Instruction};
+use rbuild_solver::{
+    plan, BaseImageInfo, BaseImageResolver, BuildOptions, FromSource, PlannedStage, PlannedStep,
+    StageBase,
+};
+
+use crate::config::{is_metadata_only, StageConfig};
+use crate::error::BuildError;
+use crate::fileops::{apply_file_step, FileStep, SourceRoot};
+use crate::layers::{base_layers, commit_layer, lower_dirs, StageLayer};
+use crate::overlay::OverlayView;
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// The build context directory.
+    pub context_dir: PathBuf,
+    /// The Dockerfile's text.
+    pub dockerfile: String,
+    /// The Dockerfile's path relative to the context (for `NAME.dockerignore`); `None` when it
+    /// came from standard input.
+    pub dockerfile_path: Option<PathBuf>,
+    pub options: BuildOptions,
+    /// `--label`s added to the image config.
+    pub labels: BTreeMap<String, String>,
+    /// Layer compression and the manifest format.
+    pub layer_options: LayerOptions,
+    /// `created` timestamps (RFC 3339); `None` leaves them out.
+    pub created: Option<String>,
+}
+
+/// What a build reports while it runs.
+#[derive(Debug, Clone)]
+pub enum BuildEvent {
+    Warning(String),
+    /// A step starts: `[stage step/total] INSTRUCTION`.
+    StepStarted {
+        stage: String,
+        step: usize,
+        total: usize,
+        text: String,
+    },
+    StepDone {
+        elapsed: Duration,
+    },
+}
+
+/// The image a build produced (already in the store's blobs).
+#[derive(Debug, Clone)]
+pub struct BuiltImage {
+    pub manifest: Descriptor,
+    pub config: ImageConfig,
+    pub config_digest: Digest,
+    pub layers: Vec<StageLayer>,
+}
+
+/// A finished stage: its image config and layers.
+#[derive(Debug, Clone)]
+struct StageImage {
+    config: ImageConfig,
+    layers: Vec<StageLayer>,
+}
+
+/// Base images come from the store's image index (pulling arrives with the registry client).
+struct StoreImages<'a> {
+    store: &'a Store,
+    found: BTreeMap<String, (Manifest, ImageConfig)>,
+}
+
+impl StoreImages<'_> {
+    fn lookup(&mut self, reference: &str) -> Result<(Manifest, ImageConfig), String> {
+        if let Some(found) = self.found.get(reference) {
+            return Ok(found.clone());
+        }
+        let parsed = Reference::parse(reference).map_err(|e| e.to_string())?;
+        let name = parsed.to_string();
+        let record = self
+            .store
+            .images()
+            .get(&name)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{name} is not in the local image store (pulling from registries is not supported yet; use `rbuild load`)"))?;
+        let desc = Descriptor::new(&record.media_type, record.manifest.clone(), 0);
+        let (_, manifest) =
+            rbuild_image::images::resolve_manifest(self.store, &desc).map_err(|e| e.to_string())?;
+        let config = rbuild_image::images::read_config(self.store, &manifest.config.digest)
+            .map_err(|e| e.to_string())?;
+        self.found
+            .insert(reference.to_string(), (manifest.clone(), config.clone()));
+        Ok((manifest, config))
+    }
+}
+
+impl BaseImageResolver for StoreImages<'_> {
+    fn resolve(&mut self, reference: &str) -> Result<BaseImageInfo, String> {
+        let (_, config) = self.lookup(reference)?;
+        let env = config
+            .config
+            .env
+            .iter()
+            .map(|e| match e.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (e.clone(), String::new()),
+            })
+            .collect();
+        Ok(BaseImageInfo {
+            env,
+            onbuild: config.config.on_build.clone(),
+        })
+    }
+}
+
+/// Builds `req` in `store`, reporting progress to `on_event`.
+pub fn build(
+    store: &Store,
+    req: &BuildRequest,
+    on_event: &mut dyn FnMut(BuildEvent),
+) -> Result<BuiltImage, BuildError> {
+    let file = parse(&req.dockerfile)?;
+    for w in &file.warnings {
+        on_event(BuildEvent::Warning(w.message.clone()));
+    }
+    let mut images = StoreImages {
+        store,
+        found: BTreeMap::new(),
+    };
+    let plan = plan(&file, &req.options, &mut images)?;
+    if !plan.unused_build_args.is_empty() {
+        on_event(BuildEvent::Warning(format!(
+            "one or more build-args {:?} were not consumed",
+            plan.unused_build_args
+        )));
+    }
+    let context = Root::open(&req.context_dir).map_err(|source| BuildError::Fs {
+        what: format!("opening the build context {}", req.context_dir.display()),
+        source,
+    })?;
+    let ignore = load_ignore(req)?;
+    let total: usize = plan.stages.iter().map(|s| s.steps.len() + 1).sum();
+    let mut counter = 0;
+    let mut done: BTreeMap<usize, StageImage> = BTreeMap::new();
+    for stage in &plan.stages {
+        let image = run_stage(
+            store,
+            req,
+            stage,
+            &mut images,
+            &done,
+            &context,
+            ignore.as_ref(),
+            &mut counter,
+            total,
+            on_event,
+        )?;
+        done.insert(stage.index, image);
+    }
+    let target = done
+        .remove(&plan.target)
+        .ok_or(BuildError::Internal("the target stage was not built"))?;
+    let mut config = target.config;
+    config.config.labels.extend(req.labels.clone());
+    config.created = req.created.clone();
+    let infos: Vec<_> = target.layers.iter().map(StageLayer::info).collect();
+    let manifest = write_image(store, config.clone(), &infos, req.layer_options.format)?;
+    let written = rbuild_image::images::resolve_manifest(store, &manifest)?.1;
+    Ok(BuiltImage {
+        manifest,
+        config_digest: written.config.digest,
+        config,
+        layers: target.layers,
+    })
+}
+
+fn load_ignore(req: &BuildRequest) -> Result<Option<rbuild_context::PatternMatcher>, BuildError> {
+    let dockerfile = req
+        .dockerfile_path
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("-"));
+    let Some(file) = rbuild_context::load_ignore_patterns(&dockerfile, &req.context_dir)? else {
+        return Ok(None);
+    };
+    Ok(Some(rbuild_context::PatternMatcher::new(&file.patterns)?))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_stage(
+    store: &Store,
+    req: &BuildRequest,
+    stage: &PlannedStage,
+    images: &mut StoreImages<'_>,
+    done: &BTreeMap<usize, StageImage>,
+    context: &Root,
+    ignore: Option<&rbuild_context::PatternMatcher>,
+    counter: &mut usize,
+    total: usize,
+    on_event: &mut dyn FnMut(BuildEvent),
+) -> Result<StageImage, BuildError> {
+    let stage_name = stage
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("stage-{}", stage.index));
+    *counter += 1;
+    let from_text = match &stage.base {
+        StageBase::Scratch => "FROM scratch".to_string(),
+        StageBase::Image(r) => format!("FROM {r}"),
+        StageBase::Stage(i) => format!("FROM stage {i}"),
+    };
+    on_event(BuildEvent::StepStarted {
+        stage: stage_name.clone(),
+        step: *counter,
+        total,
+        text: from_text,
+    });
+    let started = Instant::now();
+    let (base_config, mut layers) = match &stage.base {
+        StageBase::Scratch => (None, Vec::new()),
+        StageBase::Image(reference) => {
+            let (manifest, config) =
+                images
+                    .lookup(reference)
+                    .map_err(|reason| BuildError::Instruction {
+                        span: stage.base_span,
+                        reason,
+                    })?;
+            let layers = base_layers(store, &manifest.layers, &config.rootfs.diff_ids)?;
+            (Some(config), layers)
+        }
+        StageBase::Stage(i) => {
+            let parent = done.get(i).ok_or(BuildError::Internal(
+                "a stage ran before the stage it is based on",
+            ))?;
+            (Some(parent.config.clone()), parent.layers.clone())
+        }
+    };
+    on_event(BuildEvent::StepDone {
+        elapsed: started.elapsed(),
+    });
+    let mut sc = StageConfig::start(base_config, &req.options.platform);
+    for step in &stage.steps {
+        *counter += 1;
+        on_event(BuildEvent::StepStarted {
+            stage: stage_name.clone(),
+            step: *counter,
+            total,
+            text: step.step.original.clone(),
+        });
+        let started = Instant::now();
+        let created_by = sc.apply(step).map_err(|e| in_step(step, e))?;
+        let mut empty_layer = is_metadata_only(&step.step.instruction);
+        if !empty_layer {
+            match file_step(
+                store,
+                step,
+                &sc,
+                &layers,
+                done,
+                images,
+                context,
+                ignore,
+                &req.layer_options,
+            )
+            .map_err(|e| in_step(step, e))?
+            {
+                Some(layer) => layers.push(layer),
+                None => empty_layer = true,
+            }
+        }
+        if let Some(created_by) = created_by {
+            sc.push_history(created_by, req.created.clone(), empty_layer);
+        }
+        on_event(BuildEvent::StepDone {
+            elapsed: started.elapsed(),
+        });
+    }
+    Ok(StageImage {
+        config: sc.config,
+        layers,
+    })
+}
+
+/// Gives an error the step's location when it has none of its own.
+fn in_step(step: &PlannedStep, e: BuildError) -> BuildError {
+    match e.span() {
+        Some(_) => e,
+        None => BuildError::Step {
+            span: step.step.span,
+            source: Box::new(e),
+        },
+    }
+}
+
+/// Runs one filesystem step in an overlay over the stage's layers. Returns its layer, or `None`
+/// when it changed nothing.
+#[allow(clippy::too_many_arguments)]
+fn file_step(
+    store: &Store,
+    step: &PlannedStep,
+    sc: &StageConfig,
+    layers: &[StageLayer],
+    done: &BTreeMap<usize, StageImage>,
+    images: &mut StoreImages<'_>,
+    context: &Root,
+    ignore: Option<&rbuild_context::PatternMatcher>,
+    layer_options: &LayerOptions,
+) -> Result<Option<StageLayer>, BuildError> {
+    if let Instruction::Run(_) = step.step.instruction {
+        return Err(BuildError::Unsupported {
+            what: "RUN is not supported yet: running commands needs the build sandbox, which arrives in a later release".into(),
+            span: step.step.keyword_span,
+        });
+    }
+    let work = store.work_dir("step")?;
+    let view = mount_view(store, layers, work.path())?;
+    // A `--from` source: that stage's (or image's) root filesystem, through its own overlay.
+    let from_work;
+    let from_view;
+    let source = match &step.copy_from {
+        None => SourceRoot::Context {
+            root: context,
+            ignore,
+        },
+        Some(from) => {
+            let from_layers = match from {
+                FromSource::Stage(i) => done
+                    .get(i)
+                    .map(|s| s.layers.clone())
+                    .ok_or(BuildError::Internal("a --from stage was not built first"))?,
+                FromSource::Image(reference) => {
+                    let (manifest, config) =
+                        images
+                            .lookup(reference)
+                            .map_err(|reason| BuildError::Instruction {
+                                span: step.step.span,
+                                reason,
+                            })?;
+                    base_layers(store, &manifest.layers, &config.rootfs.diff_ids)?
+                }
+            };
+            from_work = store.work_dir("from")?;
+            from_view = mount_view(store, &from_layers, from_work.path())?;
+            SourceRoot::Stage {
+                root: from_view.root(),
+            }
+        }
+    };
+    apply_file_step(
+        &FileStep {
+            step,
+            workdir: sc.workdir(),
+            user: &sc.config.config.user,
+        },
+        &source,
+        view.root(),
+    )?;
+    drop(view);
+    let upper = work.path().join("upper");
+    if is_empty_dir(&upper)? {
+        return Ok(None);
+    }
+    let layer = commit_layer(store, &upper, layers.last(), layer_options)?;
+    Ok(Some(layer))
+}
+
+/// An overlay over `layers` with `upper` and `work` dirs made inside `dir`.
+fn mount_view(store: &Store, layers: &[StageLayer], dir: &Path) -> Result<OverlayView, BuildError> {
+    let (upper, work, empty) = (dir.join("upper"), dir.join("work"), dir.join("empty"));
+    for d in [&upper, &work, &empty] {
+        std::fs::create_dir(d).map_err(|e| BuildError::Io {
+            what: format!("creating {}", d.display()),
+            source: e,
+        })?;
+    }
+    let mut lowers = lower_dirs(store, layers)?;
+    if lowers.is_empty() {
+        lowers.push(empty);
+    }
+    OverlayView::mount(&lowers, &upper, &work)
+}
+
+fn is_empty_dir(dir: &Path) -> Result<bool, BuildError> {
+    let mut entries = std::fs::read_dir(dir).map_err(|e| BuildError::Io {
+        what: format!("reading {}", dir.display()),
+        source: e,
+    })?;
+    Ok(entries.next().is_none())
+}

@@ -1,0 +1,479 @@
+//! `rbuild build` (and the shorthand `rbuild [flags] CONTEXT`): `docker build`-compatible
+//! flags, the `-o/--output` specs BuildKit understands, and what the build prints.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use rbuild_builder::build::{build, BuildEvent, BuildRequest, BuiltImage};
+use rbuild_cache::Store;
+use rbuild_image::reference::Reference;
+use rbuild_image::{Compression, LayerOptions};
+use rbuild_solver::{BuildOptions, Platform};
+
+use crate::progress::{Progress, ProgressMode};
+
+/// The flags of `rbuild build`, spelled as `docker build` spells them.
+#[derive(Args, Debug, Default)]
+pub struct BuildArgs {
+    /// Name (and optionally tag) the image: `name:tag` (repeatable).
+    #[arg(short = 't', long = "tag")]
+    pub tags: Vec<String>,
+    /// The Dockerfile (default: CONTEXT/Dockerfile; `-` reads standard input).
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<String>,
+    /// A build-time variable: `NAME=VALUE`, or `NAME` to take its value from the environment.
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// The stage to build (default: the last one).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// A label for the image: `KEY=VALUE` (repeatable).
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// The platform to build for (only the host's, linux/amd64 here, until cross-platform builds).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Where the result goes: `type=image|oci|docker|local|tar[,dest=PATH][,name=REF][,compression=gzip|zstd|uncompressed][,compression-level=N]`,
+    /// or a directory (local), or `-` (a tar on standard output).
+    #[arg(short = 'o', long = "output")]
+    pub outputs: Vec<String>,
+    /// Write the image ID to this file.
+    #[arg(long)]
+    pub iidfile: Option<PathBuf>,
+    /// Write build result metadata (JSON) to this file.
+    #[arg(long = "metadata-file")]
+    pub metadata_file: Option<PathBuf>,
+    /// Progress output: auto, tty, plain or rawjson.
+    #[arg(long, default_value = "auto")]
+    pub progress: String,
+    /// Print only the image ID.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Do not use cached results (rbuild has no build cache yet, so every step runs anyway).
+    #[arg(long = "no-cache")]
+    pub no_cache: bool,
+    /// The build context directory.
+    pub context: Option<String>,
+}
+
+/// One `-o` output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Into the local image store (the default).
+    Image,
+    Oci {
+        dest: String,
+    },
+    Docker {
+        dest: String,
+    },
+    Local {
+        dest: PathBuf,
+    },
+    Tar {
+        dest: String,
+    },
+}
+
+/// Layer compression an output asks for, with its level.
+pub type CompressionChoice = Option<(Compression, Option<i32>)>;
+
+/// Parses one `-o` value, with its layer compression options.
+pub fn parse_output(spec: &str) -> anyhow::Result<(Output, CompressionChoice)> {
+    if !spec.contains('=') {
+        return Ok((
+            if spec == "-" {
+                Output::Tar { dest: "-".into() }
+            } else {
+                Output::Local {
+                    dest: PathBuf::from(spec),
+                }
+            },
+            None,
+        ));
+    }
+    let mut fields = BTreeMap::new();
+    for part in spec.split(',') {
+        let (k, v) = part.split_once('=').with_context(|| {
+            format!("invalid output field {part:?} in {spec:?}: expected key=value")
+        })?;
+        fields.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    let kind = fields.remove("type").unwrap_or_else(|| "local".into());
+    let dest = fields.remove("dest");
+    let need_dest =
+        |d: Option<String>| d.with_context(|| format!("output type {kind} needs dest=PATH"));
+    let compression = match fields.remove("compression").as_deref() {
+        None => None,
+        Some("gzip") => Some(Compression::Gzip),
+        Some("zstd") => Some(Compression::Zstd),
+        Some("uncompressed") => Some(Compression::None),
+        Some(other) => bail!("unknown compression {other:?}: use gzip, zstd or uncompressed"),
+    };
+    let level = match fields.remove("compression-level") {
+        None => None,
+        Some(l) => Some(
+            l.parse::<i32>()
+                .with_context(|| format!("invalid compression-level {l:?}"))?,
+        ),
+    };
+    fields.remove("name");
+    fields.remove("oci-mediatypes");
+    let output = match kind.as_str() {
+        "image" => Output::Image,
+        "oci" => Output::Oci { dest: need_dest(dest)? },
+        "docker" => Output::Docker { dest: need_dest(dest)? },
+        "local" => Output::Local { dest: PathBuf::from(need_dest(dest)?) },
+        "tar" => Output::Tar { dest: need_dest(dest)? },
+        "registry" => bail!("output type registry is not supported yet: pushing to registries arrives with the registry client"),
+        other => bail!("unknown output type {other:?}: use image, oci, docker, local or tar"),
+    };
+    if let Some(k) = fields.keys().next() {
+        bail!("unknown output option {k:?} for type {kind}");
+    }
+    Ok((
+        output,
+        compression
+            .map(|c| (c, level))
+            .or(level.map(|l| (Compression::Gzip, Some(l)))),
+    ))
+}
+
+/// `NAME=VALUE` or `NAME` (value from the environment; skipped when unset, as docker does).
+fn parse_build_args(args: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for a in args {
+        match a.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                out.insert(k.to_string(), v.to_string());
+            }
+            Some(_) => bail!("invalid --build-arg {a:?}: expected NAME=VALUE"),
+            None => {
+                if let Ok(v) = std::env::var(a) {
+                    out.insert(a.clone(), v);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Runs a build from the command line.
+pub fn run(store_root: &Path, args: &BuildArgs) -> anyhow::Result<ExitCode> {
+    let Some(context) = &args.context else {
+        bail!("rbuild build needs a context directory, e.g. `rbuild build -t app .`")
+    };
+    let context_dir = PathBuf::from(context);
+    if context == "-" || context.contains("://") {
+        bail!("context {context:?} is not supported yet: give a local directory");
+    }
+    if !context_dir.is_dir() {
+        bail!("the build context {context:?} is not a directory");
+    }
+    let platform = match &args.platform {
+        None => Platform::default(),
+        Some(p) => {
+            let parsed = Platform::parse(p).map_err(anyhow::Error::msg)?;
+            if parsed != Platform::default() {
+                bail!("--platform {parsed} is not supported yet: rbuild builds for the host platform ({}) until cross-platform builds arrive", Platform::default());
+            }
+            parsed
+        }
+    };
+    let (dockerfile, dockerfile_name, dockerfile_path) =
+        read_dockerfile(&context_dir, args.file.as_deref())?;
+    let mut outputs = Vec::new();
+    let mut layer_options = LayerOptions::default();
+    for spec in &args.outputs {
+        let (output, compression) = parse_output(spec)?;
+        if let Some((c, level)) = compression {
+            layer_options.compression = c;
+            layer_options.level = level;
+        }
+        outputs.push(output);
+    }
+    if outputs.is_empty() {
+        outputs.push(Output::Image);
+    }
+    let tags: Vec<Reference> = args
+        .tags
+        .iter()
+        .map(|t| Reference::parse(t).with_context(|| format!("invalid tag {t:?}")))
+        .collect::<anyhow::Result<_>>()?;
+    let labels = args
+        .labels
+        .iter()
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .unwrap_or_else(|| (l.clone(), String::new()))
+        })
+        .collect();
+    let req = BuildRequest {
+        context_dir: context_dir.clone(),
+        dockerfile: dockerfile.clone(),
+        dockerfile_path,
+        options: BuildOptions {
+            build_args: parse_build_args(&args.build_args)?,
+            target: args.target.clone(),
+            platform: platform.clone(),
+            build_platform: Platform::default(),
+        },
+        labels,
+        layer_options,
+        created: Some(now_rfc3339()),
+    };
+    let store = Store::open(store_root)
+        .with_context(|| format!("opening the image store {}", store_root.display()))?;
+    let _lock = store.lock_shared()?;
+    let mode = ProgressMode::parse(&args.progress, args.quiet)?;
+    let mut progress = Progress::new(mode);
+    let result = build(&store, &req, &mut |e: BuildEvent| progress.event(&e));
+    progress.finish();
+    let image = match result {
+        Ok(image) => image,
+        Err(e) => {
+            let span = e.span();
+            let message = anyhow::Error::new(e)
+                .chain()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(": ");
+            match span {
+                Some(span) => eprint!(
+                    "{}",
+                    rbuild_parser::error::render_at(&message, span, &dockerfile_name, &dockerfile)
+                ),
+                None => eprintln!("error: {message}"),
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    export(&store, &image, &outputs, &tags, args)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The Dockerfile's text, the name errors show, and its path relative to the context.
+fn read_dockerfile(
+    context: &Path,
+    file: Option<&str>,
+) -> anyhow::Result<(String, String, Option<PathBuf>)> {
+    match file {
+        Some("-") => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the Dockerfile from standard input")?;
+            Ok((s, "<stdin>".into(), None))
+        }
+        Some(f) => {
+            let path = PathBuf::from(f);
+            let text =
+                std::fs::read(&path).with_context(|| format!("reading the Dockerfile {f}"))?;
+            let rel = path
+                .strip_prefix(context)
+                .map(Path::to_path_buf)
+                .unwrap_or(path.clone());
+            Ok((
+                String::from_utf8_lossy(&text).into_owned(),
+                f.to_string(),
+                Some(rel),
+            ))
+        }
+        None => {
+            let path = context.join("Dockerfile");
+            let text = std::fs::read(&path)
+                .with_context(|| format!("reading the Dockerfile {}", path.display()))?;
+            Ok((
+                String::from_utf8_lossy(&text).into_owned(),
+                path.display().to_string(),
+                Some(PathBuf::from("Dockerfile")),
+            ))
+        }
+    }
+}
+
+fn export(
+    store: &Store,
+    image: &BuiltImage,
+    outputs: &[Output],
+    tags: &[Reference],
+    args: &BuildArgs,
+) -> anyhow::Result<()> {
+    let names: Vec<(String, rbuild_cache::Digest)> = tags
+        .iter()
+        .map(|t| (t.to_string(), image.manifest.digest.clone()))
+        .collect();
+    for output in outputs {
+        match output {
+            Output::Image => {
+                for (name, digest) in &names {
+                    rbuild_image::tag_image(store, name, digest)
+                        .with_context(|| format!("naming the image {name}"))?;
+                }
+            }
+            Output::Oci { dest } => {
+                let named = if names.is_empty() {
+                    vec![(String::new(), image.manifest.digest.clone())]
+                } else {
+                    names.clone()
+                };
+                with_dest(dest, |w| {
+                    Ok(rbuild_image::export_oci_archive(store, &named, w)?)
+                })?;
+            }
+            Output::Docker { dest } => {
+                with_dest(dest, |w| {
+                    Ok(rbuild_image::export_docker_archive(
+                        store,
+                        &names_or_id(&names, image),
+                        w,
+                    )?)
+                })?;
+            }
+            Output::Local { dest } => {
+                rbuild_builder::export::export_local(store, &image.layers, dest)?
+            }
+            Output::Tar { dest } => with_dest(dest, |w| {
+                Ok(rbuild_builder::export::export_tar(store, &image.layers, w)?)
+            })?,
+        }
+    }
+    let id = image.config_digest.to_string();
+    if let Some(path) = &args.iidfile {
+        std::fs::write(path, &id).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.metadata_file {
+        let meta = serde_json::json!({
+            "containerimage.digest": image.manifest.digest.to_string(),
+            "containerimage.config.digest": id,
+            "image.name": tags.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(","),
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&meta)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if args.quiet {
+        println!("{id}");
+    } else {
+        eprintln!("writing image {id}");
+        for t in tags {
+            eprintln!("naming to {t}");
+        }
+    }
+    Ok(())
+}
+
+fn names_or_id(
+    names: &[(String, rbuild_cache::Digest)],
+    image: &BuiltImage,
+) -> Vec<(String, rbuild_cache::Digest)> {
+    if names.is_empty() {
+        vec![(String::new(), image.manifest.digest.clone())]
+    } else {
+        names.to_vec()
+    }
+}
+
+/// Writes to a file, or to standard output for `-` (refusing a terminal).
+fn with_dest(
+    dest: &str,
+    write: impl FnOnce(&mut (dyn Write + Send)) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    if dest == "-" {
+        let stdout = std::io::stdout();
+        if stdout.is_terminal() {
+            bail!("refusing to write a tar archive to a terminal: redirect standard output or give dest=FILE");
+        }
+        let mut out = std::io::BufWriter::new(stdout);
+        write(&mut out)?;
+        out.flush()?;
+        return Ok(());
+    }
+    let file = std::fs::File::create(dest).with_context(|| format!("creating {dest}"))?;
+    let mut w = std::io::BufWriter::new(file);
+    write(&mut w)?;
+    w.flush().with_context(|| format!("writing {dest}"))?;
+    Ok(())
+}
+
+/// The current time, RFC 3339 with nanoseconds, UTC (or `SOURCE_DATE_EPOCH` when set).
+fn now_rfc3339() -> String {
+    let (secs, nanos) = match std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+    {
+        Some(s) => (s, 0),
+        None => {
+            let d = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            (i64::try_from(d.as_secs()).unwrap_or(0), d.subsec_nanos())
+        }
+    };
+    rbuild_image::config::format_rfc3339_nano(secs, nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_specs() {
+        let ok = |s: &str| parse_output(s).unwrap_or_else(|e| panic!("{s}: {e}")).0;
+        assert_eq!(
+            ok("type=oci,dest=out.tar"),
+            Output::Oci {
+                dest: "out.tar".into()
+            }
+        );
+        assert_eq!(
+            ok("type=docker,dest=-"),
+            Output::Docker { dest: "-".into() }
+        );
+        assert_eq!(
+            ok("type=local,dest=dir"),
+            Output::Local { dest: "dir".into() }
+        );
+        assert_eq!(ok("dir"), Output::Local { dest: "dir".into() });
+        assert_eq!(ok("-"), Output::Tar { dest: "-".into() });
+        assert_eq!(ok("type=image,name=x"), Output::Image);
+        assert!(matches!(
+            parse_output("type=oci,dest=x,compression=zstd,compression-level=9"),
+            Ok((_, Some((Compression::Zstd, Some(9)))))
+        ));
+        for bad in [
+            "type=oci",
+            "type=bogus,dest=x",
+            "type=oci,dest=x,compression=lz4",
+            "type=oci,dest=x,frob=1",
+            "type=registry,name=x",
+            "type=oci,dest",
+        ] {
+            assert!(parse_output(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn build_args() {
+        std::env::set_var("RBUILD_TEST_FROM_ENV", "env-value");
+        let got = parse_build_args(&[
+            "A=1".into(),
+            "B=".into(),
+            "RBUILD_TEST_FROM_ENV".into(),
+            "RBUILD_TEST_UNSET_X".into(),
+        ])
+        .unwrap_or_default();
+        assert_eq!(got.get("A").map(String::as_str), Some("1"));
+        assert_eq!(got.get("B").map(String::as_str), Some(""));
+        assert_eq!(
+            got.get("RBUILD_TEST_FROM_ENV").map(String::as_str),
+            Some("env-value")
+        );
+        assert!(!got.contains_key("RBUILD_TEST_UNSET_X"));
+        assert!(parse_build_args(&["=x".into()]).is_err());
+    }
+}
