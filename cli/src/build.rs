@@ -184,8 +184,6 @@ pub fn run(store_root: &Path, args: &BuildArgs) -> anyhow::Result<ExitCode> {
             parsed
         }
     };
-    let (dockerfile, dockerfile_name, dockerfile_path) =
-        read_dockerfile(&context_dir, args.file.as_deref())?;
     let mut outputs = Vec::new();
     let mut layer_options = LayerOptions::default();
     for spec in &args.outputs {
@@ -199,6 +197,8 @@ pub fn run(store_root: &Path, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     if outputs.is_empty() {
         outputs.push(Output::Image);
     }
+    let (dockerfile, dockerfile_name, dockerfile_path) =
+        read_dockerfile(&context_dir, args.file.as_deref())?;
     let tags: Vec<Reference> = args
         .tags
         .iter()
