@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rbuild_cache::{Digest, Store};
@@ -54,7 +56,9 @@ pub enum BuildEvent {
         total: usize,
         text: String,
     },
+    /// Step `step` finished.
     StepDone {
+        step: usize,
         elapsed: Duration,
     },
 }
@@ -128,7 +132,7 @@ impl BaseImageResolver for StoreImages<'_> {
 pub fn build(
     store: &Store,
     req: &BuildRequest,
-    on_event: &mut dyn FnMut(BuildEvent),
+    on_event: &mut (dyn FnMut(BuildEvent) + Send),
 ) -> Result<BuiltImage, BuildError> {
     let file = parse(&req.dockerfile)?;
     for w in &file.warnings {
@@ -151,22 +155,41 @@ pub fn build(
     })?;
     let ignore = load_ignore(req)?;
     let total: usize = plan.stages.iter().map(|s| s.steps.len() + 1).sum();
-    let mut counter = 0;
+    let run = StageRun {
+        store,
+        req,
+        images: Mutex::new(images),
+        context: &context,
+        ignore: ignore.as_ref(),
+        counter: AtomicUsize::new(0),
+        total,
+        on_event: Mutex::new(on_event),
+    };
     let mut done: BTreeMap<usize, StageImage> = BTreeMap::new();
-    for stage in &plan.stages {
-        let image = run_stage(
-            store,
-            req,
-            stage,
-            &mut images,
-            &done,
-            &context,
-            ignore.as_ref(),
-            &mut counter,
-            total,
-            on_event,
-        )?;
-        done.insert(stage.index, image);
+    for wave in waves(&plan.stages)? {
+        // Every stage of a wave has its inputs built: independent stages run side by side.
+        let finished: Vec<(usize, Result<StageImage, BuildError>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = wave
+                .iter()
+                .map(|stage| {
+                    let (run, done) = (&run, &done);
+                    (stage.index, scope.spawn(move || run.stage(stage, done)))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|(i, h)| {
+                    (
+                        i,
+                        h.join()
+                            .unwrap_or(Err(BuildError::Internal("a stage's thread panicked"))),
+                    )
+                })
+                .collect()
+        });
+        for (index, result) in finished {
+            done.insert(index, result?);
+        }
     }
     let target = done
         .remove(&plan.target)
@@ -196,102 +219,6 @@ fn load_ignore(req: &BuildRequest) -> Result<Option<rbuild_context::PatternMatch
     Ok(Some(rbuild_context::PatternMatcher::new(&file.patterns)?))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_stage(
-    store: &Store,
-    req: &BuildRequest,
-    stage: &PlannedStage,
-    images: &mut StoreImages<'_>,
-    done: &BTreeMap<usize, StageImage>,
-    context: &Root,
-    ignore: Option<&rbuild_context::PatternMatcher>,
-    counter: &mut usize,
-    total: usize,
-    on_event: &mut dyn FnMut(BuildEvent),
-) -> Result<StageImage, BuildError> {
-    let stage_name = stage
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("stage-{}", stage.index));
-    *counter += 1;
-    let from_text = match &stage.base {
-        StageBase::Scratch => "FROM scratch".to_string(),
-        StageBase::Image(r) => format!("FROM {r}"),
-        StageBase::Stage(i) => format!("FROM stage {i}"),
-    };
-    on_event(BuildEvent::StepStarted {
-        stage: stage_name.clone(),
-        step: *counter,
-        total,
-        text: from_text,
-    });
-    let started = Instant::now();
-    let (base_config, mut layers) = match &stage.base {
-        StageBase::Scratch => (None, Vec::new()),
-        StageBase::Image(reference) => {
-            let (manifest, config) =
-                images
-                    .lookup(reference)
-                    .map_err(|reason| BuildError::Instruction {
-                        span: stage.base_span,
-                        reason,
-                    })?;
-            let layers = base_layers(store, &manifest.layers, &config.rootfs.diff_ids)?;
-            (Some(config), layers)
-        }
-        StageBase::Stage(i) => {
-            let parent = done.get(i).ok_or(BuildError::Internal(
-                "a stage ran before the stage it is based on",
-            ))?;
-            (Some(parent.config.clone()), parent.layers.clone())
-        }
-    };
-    on_event(BuildEvent::StepDone {
-        elapsed: started.elapsed(),
-    });
-    let mut sc = StageConfig::start(base_config, &req.options.platform);
-    for step in &stage.steps {
-        *counter += 1;
-        on_event(BuildEvent::StepStarted {
-            stage: stage_name.clone(),
-            step: *counter,
-            total,
-            text: step.step.original.clone(),
-        });
-        let started = Instant::now();
-        let created_by = sc.apply(step).map_err(|e| in_step(step, e))?;
-        let mut empty_layer = is_metadata_only(&step.step.instruction);
-        if !empty_layer {
-            match file_step(
-                store,
-                step,
-                &sc,
-                &layers,
-                done,
-                images,
-                context,
-                ignore,
-                &req.layer_options,
-            )
-            .map_err(|e| in_step(step, e))?
-            {
-                Some(layer) => layers.push(layer),
-                None => empty_layer = true,
-            }
-        }
-        if let Some(created_by) = created_by {
-            sc.push_history(created_by, req.created.clone(), empty_layer);
-        }
-        on_event(BuildEvent::StepDone {
-            elapsed: started.elapsed(),
-        });
-    }
-    Ok(StageImage {
-        config: sc.config,
-        layers,
-    })
-}
-
 /// Gives an error the step's location when it has none of its own.
 fn in_step(step: &PlannedStep, e: BuildError) -> BuildError {
     match e.span() {
@@ -303,76 +230,217 @@ fn in_step(step: &PlannedStep, e: BuildError) -> BuildError {
     }
 }
 
-/// Runs one filesystem step in an overlay over the stage's layers. Returns its layer, or `None`
-/// when it changed nothing.
-#[allow(clippy::too_many_arguments)]
-fn file_step(
-    store: &Store,
-    step: &PlannedStep,
-    sc: &StageConfig,
-    layers: &[StageLayer],
-    done: &BTreeMap<usize, StageImage>,
-    images: &mut StoreImages<'_>,
-    context: &Root,
-    ignore: Option<&rbuild_context::PatternMatcher>,
-    layer_options: &LayerOptions,
-) -> Result<Option<StageLayer>, BuildError> {
-    if let Instruction::Run(_) = step.step.instruction {
-        return Err(BuildError::Unsupported {
-            what: "RUN is not supported yet: running commands needs the build sandbox, which arrives in a later release".into(),
-            span: step.step.keyword_span,
-        });
-    }
-    let work = store.work_dir("step")?;
-    let view = mount_view(store, layers, work.path())?;
-    // A `--from` source: that stage's (or image's) root filesystem, through its own overlay.
-    let from_work;
-    let from_view;
-    let source = match &step.copy_from {
-        None => SourceRoot::Context {
-            root: context,
-            ignore,
-        },
-        Some(from) => {
-            let from_layers = match from {
-                FromSource::Stage(i) => done
-                    .get(i)
-                    .map(|s| s.layers.clone())
-                    .ok_or(BuildError::Internal("a --from stage was not built first"))?,
-                FromSource::Image(reference) => {
-                    let (manifest, config) =
-                        images
-                            .lookup(reference)
-                            .map_err(|reason| BuildError::Instruction {
-                                span: step.step.span,
-                                reason,
-                            })?;
-                    base_layers(store, &manifest.layers, &config.rootfs.diff_ids)?
-                }
-            };
-            from_work = store.work_dir("from")?;
-            from_view = mount_view(store, &from_layers, from_work.path())?;
-            SourceRoot::Stage {
-                root: from_view.root(),
-            }
+/// What every stage of one build shares; stages of one wave use it from several threads.
+struct StageRun<'a> {
+    store: &'a Store,
+    req: &'a BuildRequest,
+    images: Mutex<StoreImages<'a>>,
+    context: &'a Root,
+    ignore: Option<&'a rbuild_context::PatternMatcher>,
+    counter: AtomicUsize,
+    total: usize,
+    on_event: Mutex<&'a mut (dyn FnMut(BuildEvent) + Send)>,
+}
+
+/// Groups stages into waves: each wave holds the stages whose inputs all come from earlier
+/// waves, so a wave's stages can run at the same time.
+fn waves(stages: &[PlannedStage]) -> Result<Vec<Vec<&PlannedStage>>, BuildError> {
+    let mut built = std::collections::BTreeSet::new();
+    let mut remaining: Vec<&PlannedStage> = stages.iter().collect();
+    let mut out = Vec::new();
+    while !remaining.is_empty() {
+        let (ready, later): (Vec<&PlannedStage>, Vec<&PlannedStage>) = remaining
+            .into_iter()
+            .partition(|s| stage_inputs(s).iter().all(|i| built.contains(i)));
+        if ready.is_empty() {
+            return Err(BuildError::Internal(
+                "no stage is ready to run (a dependency cycle)",
+            ));
         }
-    };
-    apply_file_step(
-        &FileStep {
-            step,
-            workdir: sc.workdir(),
-            user: &sc.config.config.user,
-        },
-        &source,
-        view.root(),
-    )?;
-    drop(view);
-    let upper = work.path().join("upper");
-    if is_empty_dir(&upper)? {
-        return Ok(None);
+        built.extend(ready.iter().map(|s| s.index));
+        out.push(ready);
+        remaining = later;
     }
-    let layer = commit_layer(store, &upper, layers.last(), layer_options)?;
-    Ok(Some(layer))
+    Ok(out)
+}
+
+/// The stages a stage reads: its base stage and its `COPY --from` stages.
+fn stage_inputs(stage: &PlannedStage) -> Vec<usize> {
+    let mut inputs: Vec<usize> = stage
+        .steps
+        .iter()
+        .filter_map(|s| match s.copy_from {
+            Some(FromSource::Stage(i)) => Some(i),
+            _ => None,
+        })
+        .collect();
+    if let StageBase::Stage(i) = stage.base {
+        inputs.push(i);
+    }
+    inputs
+}
+
+impl StageRun<'_> {
+    fn event(&self, e: BuildEvent) {
+        if let Ok(mut f) = self.on_event.lock() {
+            (*f)(e);
+        }
+    }
+
+    fn lookup(&self, reference: &str) -> Result<(Manifest, ImageConfig), String> {
+        self.images
+            .lock()
+            .map_err(|_| "the image resolver is poisoned".to_string())?
+            .lookup(reference)
+    }
+
+    /// Runs one stage whose inputs are in `done`.
+    fn stage(
+        &self,
+        stage: &PlannedStage,
+        done: &BTreeMap<usize, StageImage>,
+    ) -> Result<StageImage, BuildError> {
+        let store = self.store;
+        let stage_name = stage
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{}", stage.index));
+        let from_text = match &stage.base {
+            StageBase::Scratch => "FROM scratch".to_string(),
+            StageBase::Image(r) => format!("FROM {r}"),
+            StageBase::Stage(i) => format!("FROM stage {i}"),
+        };
+        let step_no = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
+        self.event(BuildEvent::StepStarted {
+            stage: stage_name.clone(),
+            step: step_no,
+            total: self.total,
+            text: from_text,
+        });
+        let started = Instant::now();
+        let (base_config, mut layers) = match &stage.base {
+            StageBase::Scratch => (None, Vec::new()),
+            StageBase::Image(reference) => {
+                let (manifest, config) =
+                    self.lookup(reference)
+                        .map_err(|reason| BuildError::Instruction {
+                            span: stage.base_span,
+                            reason,
+                        })?;
+                let layers = base_layers(store, &manifest.layers, &config.rootfs.diff_ids)?;
+                (Some(config), layers)
+            }
+            StageBase::Stage(i) => {
+                let parent = done.get(i).ok_or(BuildError::Internal(
+                    "a stage ran before the stage it is based on",
+                ))?;
+                (Some(parent.config.clone()), parent.layers.clone())
+            }
+        };
+        self.event(BuildEvent::StepDone {
+            step: step_no,
+            elapsed: started.elapsed(),
+        });
+        let mut sc = StageConfig::start(base_config, &self.req.options.platform);
+        for step in &stage.steps {
+            let step_no = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
+            self.event(BuildEvent::StepStarted {
+                stage: stage_name.clone(),
+                step: step_no,
+                total: self.total,
+                text: step.step.original.clone(),
+            });
+            let started = Instant::now();
+            let created_by = sc.apply(step).map_err(|e| in_step(step, e))?;
+            let mut empty_layer = is_metadata_only(&step.step.instruction);
+            if !empty_layer {
+                match self
+                    .file_step(step, &sc, &layers, done)
+                    .map_err(|e| in_step(step, e))?
+                {
+                    Some(layer) => layers.push(layer),
+                    None => empty_layer = true,
+                }
+            }
+            if let Some(created_by) = created_by {
+                sc.push_history(created_by, self.req.created.clone(), empty_layer);
+            }
+            self.event(BuildEvent::StepDone {
+                step: step_no,
+                elapsed: started.elapsed(),
+            });
+        }
+        Ok(StageImage {
+            config: sc.config,
+            layers,
+        })
+    }
+    /// Runs one filesystem step in an overlay over the stage's layers. Returns its layer, or
+    /// `None` when it changed nothing.
+    fn file_step(
+        &self,
+        step: &PlannedStep,
+        sc: &StageConfig,
+        layers: &[StageLayer],
+        done: &BTreeMap<usize, StageImage>,
+    ) -> Result<Option<StageLayer>, BuildError> {
+        let store = self.store;
+        if let Instruction::Run(_) = step.step.instruction {
+            return Err(BuildError::Unsupported {
+                what: "RUN is not supported yet: running commands needs the build sandbox, which arrives in a later release".into(),
+                span: step.step.keyword_span,
+            });
+        }
+        let work = store.work_dir("step")?;
+        let view = mount_view(store, layers, work.path())?;
+        // A `--from` source: that stage's (or image's) root filesystem, through its own overlay.
+        let from_work;
+        let from_view;
+        let source = match &step.copy_from {
+            None => SourceRoot::Context {
+                root: self.context,
+                ignore: self.ignore,
+            },
+            Some(from) => {
+                let from_layers = match from {
+                    FromSource::Stage(i) => done
+                        .get(i)
+                        .map(|s| s.layers.clone())
+                        .ok_or(BuildError::Internal("a --from stage was not built first"))?,
+                    FromSource::Image(reference) => {
+                        let (manifest, config) =
+                            self.lookup(reference)
+                                .map_err(|reason| BuildError::Instruction {
+                                    span: step.step.span,
+                                    reason,
+                                })?;
+                        base_layers(store, &manifest.layers, &config.rootfs.diff_ids)?
+                    }
+                };
+                from_work = store.work_dir("from")?;
+                from_view = mount_view(store, &from_layers, from_work.path())?;
+                SourceRoot::Stage {
+                    root: from_view.root(),
+                }
+            }
+        };
+        apply_file_step(
+            &FileStep {
+                step,
+                workdir: sc.workdir(),
+                user: &sc.config.config.user,
+            },
+            &source,
+            view.root(),
+        )?;
+        drop(view);
+        let upper = work.path().join("upper");
+        if is_empty_dir(&upper)? {
+            return Ok(None);
+        }
+        let layer = commit_layer(store, &upper, layers.last(), &self.req.layer_options)?;
+        Ok(Some(layer))
+    }
 }
 
 /// An overlay over `layers` with `upper` and `work` dirs made inside `dir`.
@@ -397,4 +465,42 @@ fn is_empty_dir(dir: &Path) -> Result<bool, BuildError> {
         source: e,
     })?;
     Ok(entries.next().is_none())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rbuild_parser::instruction::parse;
+    use rbuild_solver::BaseImageInfo;
+
+    struct AnyImage;
+
+    impl BaseImageResolver for AnyImage {
+        fn resolve(&mut self, _: &str) -> Result<BaseImageInfo, String> {
+            Ok(BaseImageInfo::default())
+        }
+    }
+
+    #[test]
+    fn independent_stages_share_a_wave() {
+        // (Dockerfile, waves of stage indexes)
+        let cases: &[(&str, &[&[usize]])] = &[
+            ("FROM a AS x\nFROM b AS y\nFROM c\nCOPY --from=x /a /a\nCOPY --from=y /b /b\n", &[&[0, 1], &[2]]),
+            ("FROM a AS x\nFROM x AS y\nFROM y\n", &[&[0], &[1], &[2]]),
+            ("FROM a AS x\nFROM a AS y\nCOPY --from=x / /\nFROM a\nCOPY --from=x / /x\nCOPY --from=y / /y\n", &[&[0], &[1], &[2]]),
+            ("FROM scratch\n", &[&[0]]),
+        ];
+        for (src, want) in cases {
+            let file = parse(src).unwrap_or_else(|e| panic!("{e}"));
+            let p = plan(&file, &BuildOptions::default(), &mut AnyImage)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let got: Vec<Vec<usize>> = waves(&p.stages)
+                .unwrap_or_default()
+                .iter()
+                .map(|w| w.iter().map(|s| s.index).collect())
+                .collect();
+            let want: Vec<Vec<usize>> = want.iter().map(|w| w.to_vec()).collect();
+            assert_eq!(got, want, "{src:?}");
+        }
+    }
 }

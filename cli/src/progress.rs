@@ -2,11 +2,12 @@
 //! BuildKit style: `#3 [2/5] COPY . /app` … `#3 DONE 0.1s`), `rawjson` (one JSON event per
 //! line, for CI tools), or nothing with `-q`.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::bail;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use rbuild_builder::build::BuildEvent;
 
 /// How progress is shown.
@@ -35,19 +36,20 @@ impl ProgressMode {
     }
 }
 
-/// Prints build events.
+/// Prints build events. Steps of independent stages run side by side, so steps are tracked by
+/// number.
 pub struct Progress {
     mode: ProgressMode,
-    current: Option<(usize, String)>,
-    bar: Option<ProgressBar>,
+    running: BTreeMap<usize, (String, Option<ProgressBar>)>,
+    bars: MultiProgress,
 }
 
 impl Progress {
     pub fn new(mode: ProgressMode) -> Progress {
         Progress {
             mode,
-            current: None,
-            bar: None,
+            running: BTreeMap::new(),
+            bars: MultiProgress::new(),
         }
     }
 
@@ -66,51 +68,54 @@ impl Progress {
                 },
             ) => {
                 let label = format!("[{stage} {step}/{total}] {text}");
-                self.current = Some((*step, label.clone()));
-                if mode == ProgressMode::Tty {
-                    let bar = ProgressBar::new_spinner();
+                let bar = if mode == ProgressMode::Tty {
+                    let bar = self.bars.add(ProgressBar::new_spinner());
                     bar.set_style(
-                        ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                        ProgressStyle::with_template("{spinner} #{prefix} {msg} {elapsed}")
                             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                     );
-                    bar.set_message(label);
+                    bar.set_prefix(step.to_string());
+                    bar.set_message(label.clone());
                     bar.enable_steady_tick(Duration::from_millis(100));
-                    self.bar = Some(bar);
+                    Some(bar)
                 } else {
                     eprintln!("#{step} {label}");
-                }
+                    None
+                };
+                self.running.insert(*step, (label, bar));
             }
-            (mode, BuildEvent::StepDone { elapsed }) => {
-                let Some((step, label)) = self.current.take() else {
+            (_, BuildEvent::StepDone { step, elapsed }) => {
+                let Some((label, bar)) = self.running.remove(step) else {
                     return;
                 };
                 let secs = elapsed.as_secs_f64();
-                if mode == ProgressMode::Tty {
-                    if let Some(bar) = self.bar.take() {
+                match bar {
+                    Some(bar) => {
                         bar.finish_and_clear();
+                        self.line(format!(" => #{step} {label} {secs:.1}s"));
                     }
-                    eprintln!(" => {label} {secs:.1}s");
-                } else {
-                    eprintln!("#{step} DONE {secs:.1}s");
+                    None => eprintln!("#{step} DONE {secs:.1}s"),
                 }
             }
         }
     }
 
     fn line(&self, text: String) {
-        match &self.bar {
-            Some(bar) => bar.println(text),
-            None => eprintln!("{text}"),
+        if self.mode == ProgressMode::Tty {
+            let _ = self.bars.println(text);
+        } else {
+            eprintln!("{text}");
         }
     }
 
-    /// Clears a live view left by a failed step.
+    /// Clears live views; in plain mode, marks the steps that were running when the build failed.
     pub fn finish(&mut self) {
-        if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
-        }
-        if let (Some((step, label)), ProgressMode::Plain) = (self.current.take(), self.mode) {
-            eprintln!("#{step} ERROR {label}");
+        for (step, (label, bar)) in std::mem::take(&mut self.running) {
+            match bar {
+                Some(bar) => bar.finish_and_clear(),
+                None if self.mode == ProgressMode::Plain => eprintln!("#{step} ERROR {label}"),
+                None => {}
+            }
         }
     }
 }
@@ -127,8 +132,8 @@ fn raw_json(e: &BuildEvent) -> String {
         } => {
             serde_json::json!({"type": "step-started", "stage": stage, "step": step, "total": total, "name": text})
         }
-        BuildEvent::StepDone { elapsed } => {
-            serde_json::json!({"type": "step-completed", "seconds": elapsed.as_secs_f64()})
+        BuildEvent::StepDone { step, elapsed } => {
+            serde_json::json!({"type": "step-completed", "step": step, "seconds": elapsed.as_secs_f64()})
         }
     };
     v.to_string()
