@@ -339,7 +339,7 @@ fn meta_arg_values(
                 automatic.iter().chain(values.iter()).cloned().collect();
             let name = decl.name.value.clone();
             declared.insert(name.clone());
-            if let Some(v) = arg_value(decl, opts, lexer, &scope, None)? {
+            if let (Some(v), _) = arg_value(decl, opts, lexer, &scope, None)? {
                 set_var(&mut values, name, v);
             }
         }
@@ -347,23 +347,23 @@ fn meta_arg_values(
     Ok(values)
 }
 
-/// An ARG's value: the `--build-arg`, else its default expanded in `scope`, else `fallback`.
+/// An ARG's value — the `--build-arg`, else its default expanded in `scope`, else `fallback` —
+/// and the variables its default referenced.
 fn arg_value(
     decl: &ArgDecl,
     opts: &BuildOptions,
     lexer: &Lexer,
     scope: &[(String, String)],
     fallback: Option<&str>,
-) -> Result<Option<String>, SolveError> {
-    if let Some(v) = opts.build_args.get(&decl.name.value) {
-        return Ok(Some(v.clone()));
-    }
-    if decl.default.is_some() {
-        let mut d = decl.clone();
-        d.expand(lexer, &scope.to_vec())?;
-        return Ok(d.default.map(|s| s.value));
-    }
-    Ok(fallback.map(str::to_string))
+) -> Result<(Option<String>, BTreeSet<String>), SolveError> {
+    let mut expanded = decl.clone();
+    let used = expanded.expand(lexer, &scope.to_vec())?.used;
+    let value = match opts.build_args.get(&decl.name.value) {
+        Some(v) => Some(v.clone()),
+        None if expanded.default.is_some() => expanded.default.map(|s| s.value),
+        None => fallback.map(str::to_string),
+    };
+    Ok((value, used))
 }
 
 /// Sets `name` in an ordered variable list: replaced in place, or appended.
@@ -460,9 +460,9 @@ fn plan_stage(
                         .rev()
                         .find(|(k, _)| *k == name)
                         .map(|(_, v)| v.as_str());
-                    let usage = decl.clone().expand(lexer, &scope)?;
-                    vars_used.extend(usage.used);
-                    if let Some(v) = arg_value(decl, opts, lexer, &scope, fallback)? {
+                    let (value, used) = arg_value(decl, opts, lexer, &scope, fallback)?;
+                    vars_used.extend(used);
+                    if let Some(v) = value {
                         decl.default = Some(Spanned::new(
                             v.clone(),
                             decl.default.as_ref().map_or(decl.name.span, |d| d.span),
