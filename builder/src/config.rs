@@ -275,22 +275,7 @@ pub fn resolve_workdir(current: &str, path: &str) -> String {
     } else {
         format!("{}/{path}", if current.is_empty() { "/" } else { current })
     };
-    clean_abs(&joined)
-}
-
-/// Lexically cleans an absolute slash path (`..` never climbs above `/`).
-pub fn clean_abs(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    format!("/{}", parts.join("/"))
+    rbuild_context::clean_path(&joined)
 }
 
 /// `80` → `80/tcp`; `8000-8002/udp` → three ports; protocol lower-cased.
