@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite drives for real: busybox-static (the base image the
-# fixtures build), skopeo, umoci and oci-image-tool (validating OCI and docker archives).
+# fixtures build), skopeo, umoci and oci-image-tool (validating OCI and docker archives), and runc
+# (running the bundles `rbuild export-bundle` writes).
 # Does nothing when they are all present; needs root (apt-get) otherwise.
 set -euo pipefail
-packages=(busybox-static skopeo umoci oci-image-tool)
+packages=(busybox-static skopeo umoci oci-image-tool runc)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -25,6 +25,7 @@ use crate::error::BuildError;
 use crate::fileops::{apply_file_step, FileStep, SourceRoot};
 use crate::layers::{base_layers, commit_layer, lower_dirs, StageLayer};
 use crate::overlay::OverlayView;
+use crate::run::{run_step, RunOptions, RunStep, StageRoots};
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -43,6 +44,8 @@ pub struct BuildRequest {
     pub layer_options: LayerOptions,
     /// `created` timestamps (RFC 3339); `None` leaves them out.
     pub created: Option<String>,
+    /// Secrets, SSH agents, network and limits of RUN steps.
+    pub run: RunOptions,
 }
 
 /// What a build reports while it runs.
@@ -55,6 +58,11 @@ pub enum BuildEvent {
         step: usize,
         total: usize,
         text: String,
+    },
+    /// A line a RUN step's command printed.
+    StepOutput {
+        step: usize,
+        line: String,
     },
     /// Step `step` finished.
     StepDone {
@@ -155,7 +163,21 @@ pub fn build(
     })?;
     let ignore = load_ignore(req)?;
     let total: usize = plan.stages.iter().map(|s| s.steps.len() + 1).sum();
+    let stage_names = plan
+        .stages
+        .iter()
+        .flat_map(|s| {
+            let by_index = (s.index.to_string(), s.index);
+            s.name
+                .clone()
+                .map(|n| (n, s.index))
+                .into_iter()
+                .chain([by_index])
+        })
+        .collect();
     let run = StageRun {
+        stage_names,
+        context_view: Mutex::new(None),
         store,
         req,
         images: Mutex::new(images),
@@ -232,6 +254,10 @@ fn in_step(step: &PlannedStep, e: BuildError) -> BuildError {
 
 /// What every stage of one build shares; stages of one wave use it from several threads.
 struct StageRun<'a> {
+    /// Stage names and indexes (as text) of the plan, for `--mount from=`.
+    stage_names: BTreeMap<String, usize>,
+    /// The context with `.dockerignore` applied, for bind mounts (made on first use).
+    context_view: Mutex<Option<(Option<rbuild_cache::WorkDir>, PathBuf)>>,
     store: &'a Store,
     req: &'a BuildRequest,
     images: Mutex<StoreImages<'a>>,
@@ -251,7 +277,7 @@ fn waves(stages: &[PlannedStage]) -> Result<Vec<Vec<&PlannedStage>>, BuildError>
     while !remaining.is_empty() {
         let (ready, later): (Vec<&PlannedStage>, Vec<&PlannedStage>) = remaining
             .into_iter()
-            .partition(|s| stage_inputs(s).iter().all(|i| built.contains(i)));
+            .partition(|s| stage_inputs(s, stages).iter().all(|i| built.contains(i)));
         if ready.is_empty() {
             return Err(BuildError::Internal(
                 "no stage is ready to run (a dependency cycle)",
@@ -264,19 +290,33 @@ fn waves(stages: &[PlannedStage]) -> Result<Vec<Vec<&PlannedStage>>, BuildError>
     Ok(out)
 }
 
-/// The stages a stage reads: its base stage and its `COPY --from` stages.
-fn stage_inputs(stage: &PlannedStage) -> Vec<usize> {
-    let mut inputs: Vec<usize> = stage
-        .steps
-        .iter()
-        .filter_map(|s| match s.copy_from {
-            Some(FromSource::Stage(i)) => Some(i),
-            _ => None,
-        })
-        .collect();
+/// The stages a stage reads: its base stage, its `COPY --from` stages and its
+/// `RUN --mount from=` stages (named or numbered among `stages`).
+fn stage_inputs(stage: &PlannedStage, stages: &[PlannedStage]) -> Vec<usize> {
+    let by_name = |from: &str| {
+        let from = from.to_ascii_lowercase();
+        stages
+            .iter()
+            .find(|s| s.name.as_deref() == Some(from.as_str()) || s.index.to_string() == from)
+            .map(|s| s.index)
+    };
+    let mut inputs: Vec<usize> = Vec::new();
+    for s in &stage.steps {
+        if let Some(FromSource::Stage(i)) = s.copy_from {
+            inputs.push(i);
+        }
+        if let Instruction::Run(run) = &s.step.instruction {
+            inputs.extend(
+                run.mounts
+                    .iter()
+                    .filter_map(|m| m.from.as_deref().and_then(by_name)),
+            );
+        }
+    }
     if let StageBase::Stage(i) = stage.base {
         inputs.push(i);
     }
+    inputs.retain(|i| *i != stage.index);
     inputs
 }
 
@@ -343,6 +383,9 @@ impl StageRun<'_> {
         });
         let mut sc = StageConfig::start(base_config, &self.req.options.platform);
         for step in &stage.steps {
+            if rbuild_executor::sandbox::interrupted() {
+                return Err(BuildError::Interrupted);
+            }
             let step_no = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
             self.event(BuildEvent::StepStarted {
                 stage: stage_name.clone(),
@@ -355,7 +398,7 @@ impl StageRun<'_> {
             let mut empty_layer = is_metadata_only(&step.step.instruction);
             if !empty_layer {
                 match self
-                    .file_step(step, &sc, &layers, done)
+                    .file_step(step, step_no, &sc, &layers, done)
                     .map_err(|e| in_step(step, e))?
                 {
                     Some(layer) => layers.push(layer),
@@ -380,19 +423,39 @@ impl StageRun<'_> {
     fn file_step(
         &self,
         step: &PlannedStep,
+        step_no: usize,
         sc: &StageConfig,
         layers: &[StageLayer],
         done: &BTreeMap<usize, StageImage>,
     ) -> Result<Option<StageLayer>, BuildError> {
         let store = self.store;
-        if let Instruction::Run(_) = step.step.instruction {
-            return Err(BuildError::Unsupported {
-                what: "RUN is not supported yet: running commands needs the build sandbox, which arrives in a later release".into(),
-                span: step.step.keyword_span,
-            });
-        }
         let work = store.work_dir("step")?;
         let view = mount_view(store, layers, work.path())?;
+        if let Instruction::Run(run) = &step.step.instruction {
+            let roots = Roots { run: self, done };
+            let on_output = |line: &str| {
+                self.event(BuildEvent::StepOutput {
+                    step: step_no,
+                    line: line.to_string(),
+                })
+            };
+            run_step(
+                &RunStep {
+                    store,
+                    step,
+                    run,
+                    config: sc,
+                    context: self.context,
+                    context_view: &|| self.context_view(),
+                    stages: &roots,
+                    options: &self.req.run,
+                    on_output: &on_output,
+                },
+                &view,
+                work.path(),
+            )?;
+            return self.finish_layer(view, &work, layers);
+        }
         // A `--from` source: that stage's (or image's) root filesystem, through its own overlay.
         let from_work;
         let from_view;
@@ -433,6 +496,17 @@ impl StageRun<'_> {
             &source,
             view.root(),
         )?;
+        self.finish_layer(view, &work, layers)
+    }
+
+    /// Turns a finished step's upper dir into its layer (`None` when it changed nothing).
+    fn finish_layer(
+        &self,
+        view: OverlayView,
+        work: &rbuild_cache::WorkDir,
+        layers: &[StageLayer],
+    ) -> Result<Option<StageLayer>, BuildError> {
+        let store = self.store;
         drop(view);
         let upper = work.path().join("upper");
         if is_empty_dir(&upper)? {
@@ -440,6 +514,73 @@ impl StageRun<'_> {
         }
         let layer = commit_layer(store, &upper, layers.last(), &self.req.layer_options)?;
         Ok(Some(layer))
+    }
+}
+
+impl StageRun<'_> {
+    /// The build context as RUN bind mounts see it: the context dir itself, or, when a
+    /// `.dockerignore` applies, a copy without the ignored files (made once per build).
+    fn context_view(&self) -> Result<PathBuf, BuildError> {
+        let mut slot = self
+            .context_view
+            .lock()
+            .map_err(|_| BuildError::Internal("the context view is poisoned"))?;
+        if let Some((_, dir)) = slot.as_ref() {
+            return Ok(dir.clone());
+        }
+        let Some(ignore) = self.ignore else {
+            *slot = Some((None, self.req.context_dir.clone()));
+            return Ok(self.req.context_dir.clone());
+        };
+        let work = self.store.work_dir("context")?;
+        let dir = work.path().join("context");
+        std::fs::create_dir(&dir).map_err(|e| BuildError::Io {
+            what: format!("creating {}", dir.display()),
+            source: e,
+        })?;
+        let dest = Root::open(&dir).map_err(|source| BuildError::Fs {
+            what: "opening the context copy".into(),
+            source,
+        })?;
+        let op = rbuild_executor::CopyOp {
+            sources: vec![".".into()],
+            dest: "/".into(),
+            ignore: Some(ignore.clone()),
+            keep_owners: true,
+            ..rbuild_executor::CopyOp::default()
+        };
+        rbuild_executor::copy(&op, self.context, &dest)?;
+        *slot = Some((Some(work), dir.clone()));
+        Ok(dir)
+    }
+}
+
+/// Root filesystems of built stages and images, for `RUN --mount from=`.
+struct Roots<'r, 'a> {
+    run: &'r StageRun<'a>,
+    done: &'r BTreeMap<usize, StageImage>,
+}
+
+impl StageRoots for Roots<'_, '_> {
+    fn root_of(&self, from: &str, work: &Path) -> Result<OverlayView, BuildError> {
+        let layers = match self.run.stage_names.get(&from.to_ascii_lowercase()) {
+            Some(i) => self
+                .done
+                .get(i)
+                .map(|s| s.layers.clone())
+                .ok_or(BuildError::Internal(
+                    "a --mount from= stage was not built first",
+                ))?,
+            None => {
+                let (manifest, config) =
+                    self.run.lookup(from).map_err(|reason| BuildError::Mount {
+                        what: format!("--mount from={from}"),
+                        source: std::io::Error::other(reason),
+                    })?;
+                base_layers(self.run.store, &manifest.layers, &config.rootfs.diff_ids)?
+            }
+        };
+        mount_view(self.run.store, &layers, work)
     }
 }
 

@@ -52,6 +52,15 @@ pub enum BuildError {
     /// A file operation (COPY, ADD, WORKDIR) failed.
     #[error(transparent)]
     Exec(#[from] rbuild_executor::ExecError),
+    /// A RUN command exited with a non-zero status.
+    #[error("{0}")]
+    RunFailed(crate::run::RunFailure),
+    /// The sandbox could not start or be waited for.
+    #[error(transparent)]
+    Sandbox(rbuild_executor::sandbox::SandboxError),
+    /// The build was interrupted (Ctrl-C).
+    #[error("interrupted")]
+    Interrupted,
     /// A bug: an invariant of the build driver did not hold.
     #[error("internal error: {0}")]
     Internal(&'static str),

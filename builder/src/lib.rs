@@ -1,6 +1,6 @@
 //! The build driver: runs what the solver planned — file operations through the executor,
-//! layers and image configs through the image crate — and exports the result. This first part
-//! owns how instructions change an image's config and history.
+//! `RUN` steps through the executor's sandbox, layers and image configs through the image crate —
+//! and exports the result.
 
 pub mod build;
 pub mod config;
@@ -9,6 +9,7 @@ pub mod export;
 pub mod fileops;
 pub mod layers;
 pub mod overlay;
+pub mod run;
 
 pub use config::StageConfig;
 pub use error::BuildError;

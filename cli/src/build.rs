@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Args;
 use rbuild_builder::build::{build, BuildEvent, BuildRequest, BuiltImage};
+use rbuild_builder::run::{RunOptions, SecretSource};
 use rbuild_cache::Store;
 use rbuild_image::reference::Reference;
 use rbuild_image::{Compression, LayerOptions};
@@ -56,8 +57,120 @@ pub struct BuildArgs {
     /// Do not use cached results (rbuild has no build cache yet, so every step runs anyway).
     #[arg(long = "no-cache")]
     pub no_cache: bool,
+    /// A secret RUN steps can mount: `id=ID[,src=PATH|,env=VAR]` (`src` defaults to the
+    /// environment variable ID when it is set; never stored in the image or its history).
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
+    /// An SSH agent RUN steps can use: `default` (SSH_AUTH_SOCK) or `ID=SOCKET`.
+    #[arg(long = "ssh")]
+    pub ssh: Vec<String>,
+    /// The network of RUN steps: default (the host's network), none or host.
+    #[arg(long, default_value = "default")]
+    pub network: String,
+    /// Extra privileges RUN steps may ask for: network.host, security.insecure.
+    #[arg(long = "allow")]
+    pub allow: Vec<String>,
+    /// Memory limit of each RUN step (e.g. 512m, 2g).
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// CPU CFS period of each RUN step in microseconds (with --cpu-quota).
+    #[arg(long = "cpu-period")]
+    pub cpu_period: Option<u64>,
+    /// CPU CFS quota of each RUN step in microseconds per period.
+    #[arg(long = "cpu-quota")]
+    pub cpu_quota: Option<u64>,
     /// The build context directory.
     pub context: Option<String>,
+}
+
+/// Parses a size with an optional binary unit suffix (`b`, `k`, `m`, `g`), as docker does.
+pub fn parse_bytes(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t
+        .strip_suffix('b')
+        .filter(|r| !r.is_empty() && r.ends_with(['k', 'm', 'g']))
+        .unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('b') => (&t[..t.len() - 1], 1),
+        _ => (t, 1),
+    };
+    let n: f64 = num.parse().map_err(|_| {
+        anyhow::anyhow!("invalid size {s:?}: want a number with an optional b, k, m or g suffix")
+    })?;
+    if !(n.is_finite() && n >= 0.0) {
+        anyhow::bail!("invalid size {s:?}");
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+/// Parses `--network`.
+pub fn parse_network(s: &str) -> anyhow::Result<rbuild_executor::sandbox::Network> {
+    use rbuild_executor::sandbox::Network;
+    Ok(match s {
+        "default" | "bridge" | "" => Network::Default,
+        "none" => Network::None,
+        "host" => Network::Host,
+        other => anyhow::bail!("unsupported network {other:?}: use default, none or host"),
+    })
+}
+
+/// The RUN options from the flags.
+fn run_options(args: &BuildArgs) -> anyhow::Result<RunOptions> {
+    let mut opts = RunOptions {
+        network: parse_network(&args.network)?,
+        ..RunOptions::default()
+    };
+    for a in &args.allow {
+        match a.as_str() {
+            "network.host" => opts.allow_host_network = true,
+            "security.insecure" => opts.allow_insecure = true,
+            other => anyhow::bail!(
+                "unknown --allow entitlement {other:?}: use network.host or security.insecure"
+            ),
+        }
+    }
+    for s in &args.secrets {
+        let mut id = None;
+        let mut source = None;
+        for field in s.split(',') {
+            match field.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src" | "source", v)) => source = Some(SecretSource::File(PathBuf::from(v))),
+                Some(("env", v)) => source = Some(SecretSource::Env(v.to_string())),
+                Some(("type", "file")) => {}
+                Some(("type", "env")) => {}
+                _ => anyhow::bail!("invalid --secret {s:?}: want id=ID[,src=PATH|,env=VAR]"),
+            }
+        }
+        let id = id.ok_or_else(|| anyhow::anyhow!("invalid --secret {s:?}: id= is required"))?;
+        let source = source.unwrap_or_else(|| SecretSource::Env(id.clone()));
+        opts.secrets.insert(id, source);
+    }
+    for s in &args.ssh {
+        let (id, path) = match s.split_once('=') {
+            Some((id, path)) => (id.to_string(), PathBuf::from(path)),
+            None => {
+                let sock = std::env::var_os("SSH_AUTH_SOCK").ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--ssh {s}: SSH_AUTH_SOCK is not set; give the socket as --ssh {s}=PATH"
+                    )
+                })?;
+                (s.clone(), PathBuf::from(sock))
+            }
+        };
+        opts.ssh.insert(id, path);
+    }
+    if let Some(m) = &args.memory {
+        opts.limits.memory = Some(parse_bytes(m)?);
+    }
+    if let Some(q) = args.cpu_quota {
+        let period = args.cpu_period.unwrap_or(100_000).max(1);
+        opts.limits.cpus = Some(q as f64 / period as f64);
+    }
+    Ok(opts)
 }
 
 /// One `-o` output.
@@ -226,14 +339,21 @@ pub fn run(store_root: &Path, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         labels,
         layer_options,
         created: Some(now_rfc3339()),
+        run: run_options(args)?,
     };
     let store = Store::open(store_root)
         .with_context(|| format!("opening the image store {}", store_root.display()))?;
     let _lock = store.lock_shared()?;
     let mode = ProgressMode::parse(&args.progress, args.quiet)?;
     let mut progress = Progress::new(mode);
+    let interrupts = crate::signals::InterruptGuard::install()?;
     let result = build(&store, &req, &mut |e: BuildEvent| progress.event(&e));
     progress.finish();
+    drop(interrupts);
+    if let Err(rbuild_builder::BuildError::Interrupted) = &result {
+        eprintln!("interrupted");
+        return Ok(ExitCode::from(130));
+    }
     let image = match result {
         Ok(image) => image,
         Err(e) => {

@@ -7,12 +7,12 @@ use anyhow::{bail, Context};
 use rbuild_cache::{ImageRecord, Store};
 use rbuild_image::reference::Reference;
 
-fn open(root: &Path) -> anyhow::Result<Store> {
+pub(crate) fn open(root: &Path) -> anyhow::Result<Store> {
     Store::open(root).with_context(|| format!("opening the image store {}", root.display()))
 }
 
 /// Finds an image by name (`app`, `app:1`, full reference) or by ID prefix (of the config digest).
-fn find(store: &Store, what: &str) -> anyhow::Result<ImageRecord> {
+pub(crate) fn find(store: &Store, what: &str) -> anyhow::Result<ImageRecord> {
     if let Ok(reference) = Reference::parse(what) {
         if let Some(r) = store.images().get(&reference.to_string())? {
             return Ok(r);
@@ -40,7 +40,7 @@ fn short_id(r: &ImageRecord) -> String {
     r.config.hex().chars().take(12).collect()
 }
 
-fn human_size(bytes: u64) -> String {
+pub(crate) fn human_size(bytes: u64) -> String {
     let units = ["B", "kB", "MB", "GB", "TB"];
     let mut v = bytes as f64;
     let mut i = 0;

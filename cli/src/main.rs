@@ -1,9 +1,11 @@
 //! The `rbuild` binary: parses the command line and hands each command to the library crates.
 
 mod build;
+mod bundle;
 mod dockerfile;
 mod images;
 mod progress;
+mod signals;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +63,8 @@ enum Command {
         #[arg(short, long)]
         input: PathBuf,
     },
+    /// Write an image as an OCI runtime bundle (DIR/config.json + DIR/rootfs) for runc.
+    ExportBundle(bundle::ExportBundleArgs),
     /// Parse a Dockerfile and report every problem found (exit status 1 on errors).
     Check {
         /// The Dockerfile (`-` reads standard input).
@@ -130,6 +134,7 @@ fn main() -> ExitCode {
             images: names,
         } => images::save(&root, &output, &names).map(|()| ExitCode::SUCCESS),
         Command::Load { input } => images::load(&root, &input).map(|()| ExitCode::SUCCESS),
+        Command::ExportBundle(args) => bundle::export(&root, &args).map(|()| ExitCode::SUCCESS),
         Command::Check { file } => dockerfile::check(&file),
         Command::Debug {
             command: DebugCommand::Parse { dump, file },

@@ -84,6 +84,14 @@ impl Progress {
                 };
                 self.running.insert(*step, (label, bar));
             }
+            (ProgressMode::Tty, BuildEvent::StepOutput { step, line }) => {
+                if let Some((_, Some(bar))) = self.running.get(step) {
+                    bar.println(format!("#{step} {line}"));
+                } else {
+                    self.line(format!("#{step} {line}"));
+                }
+            }
+            (_, BuildEvent::StepOutput { step, line }) => eprintln!("#{step} {line}"),
             (_, BuildEvent::StepDone { step, elapsed }) => {
                 let Some((label, bar)) = self.running.remove(step) else {
                     return;
@@ -131,6 +139,9 @@ fn raw_json(e: &BuildEvent) -> String {
             text,
         } => {
             serde_json::json!({"type": "step-started", "stage": stage, "step": step, "total": total, "name": text})
+        }
+        BuildEvent::StepOutput { step, line } => {
+            serde_json::json!({"type": "step-output", "step": step, "line": line})
         }
         BuildEvent::StepDone { step, elapsed } => {
             serde_json::json!({"type": "step-completed", "step": step, "seconds": elapsed.as_secs_f64()})

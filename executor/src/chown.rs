@@ -51,6 +51,114 @@ pub fn resolve_chown(spec: &str, rootfs: &Root) -> Result<(u32, u32), ExecError>
     Ok((uid, gid))
 }
 
+/// The identity a process runs as: `USER`/`-u` resolved as runc does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessUser {
+    /// The user id.
+    pub uid: u32,
+    /// The primary group id.
+    pub gid: u32,
+    /// Supplementary groups: the primary gid, plus, when no group was given, every group of
+    /// `/etc/group` that lists the user's name.
+    pub groups: Vec<u32>,
+    /// The user's home directory from `/etc/passwd` (`/` when unknown): the default `HOME`.
+    pub home: String,
+}
+
+/// Resolves a `USER` value (`""`, `user`, `uid`, `user:group`, …) against `rootfs`'s
+/// `/etc/passwd` and `/etc/group` the way runc does for a container's process: a name must
+/// exist; a uid not in `/etc/passwd` runs with gid 0; an empty value is root.
+pub fn resolve_user(spec: &str, rootfs: &Root) -> Result<ProcessUser, ExecError> {
+    let invalid = |reason: &str| ExecError::InvalidChown {
+        spec: spec.to_string(),
+        reason: reason.to_string(),
+    };
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let user = if user.is_empty() { "0" } else { user };
+    let passwd = read_db(rootfs, "/etc/passwd").map_err(|r| ExecError::UnknownUser {
+        name: user.to_string(),
+        reason: Some(r),
+    })?;
+    let entries: Vec<Vec<&str>> = passwd
+        .as_deref()
+        .unwrap_or("")
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| l.split(':').collect::<Vec<&str>>())
+        .filter(|f| f.len() >= 4)
+        .collect();
+    let numeric = parse_id(user);
+    let found = entries.iter().find(|f| match numeric {
+        Some(Ok(uid)) => parse_id(f[2].trim()) == Some(Ok(uid)),
+        _ => f[0] == user,
+    });
+    let (uid, mut gid, name, home) = match (numeric, found) {
+        (_, Some(f)) => {
+            let uid = match parse_id(f[2].trim()) {
+                Some(Ok(u)) => u,
+                _ => return Err(invalid("its /etc/passwd entry has no valid uid")),
+            };
+            let gid = match parse_id(f[3].trim()) {
+                Some(Ok(g)) => g,
+                _ => 0,
+            };
+            let home = f
+                .get(5)
+                .filter(|h| !h.is_empty())
+                .unwrap_or(&"/")
+                .to_string();
+            (uid, gid, Some(f[0]), home)
+        }
+        (Some(Ok(uid)), None) => (uid, 0, None, "/".to_string()),
+        (Some(Err(())), None) => return Err(invalid("the uid is out of range")),
+        (None, None) => {
+            return Err(ExecError::UnknownUser {
+                name: user.to_string(),
+                reason: None,
+            })
+        }
+    };
+    if let Some(g) = group {
+        if g.is_empty() {
+            return Err(invalid("the group part after ':' is empty"));
+        }
+        gid = match parse_id(g) {
+            Some(Ok(gid)) => gid,
+            Some(Err(())) => return Err(invalid("the gid is out of range")),
+            None => lookup_group(rootfs, g)?,
+        };
+    }
+    let mut groups = vec![gid];
+    if let (None, Some(name)) = (group, name) {
+        let db = read_db(rootfs, "/etc/group")
+            .unwrap_or(None)
+            .unwrap_or_default();
+        for line in db.lines() {
+            let f: Vec<&str> = line.trim_end_matches('\r').split(':').collect();
+            if f.len() < 4 || line.starts_with('#') {
+                continue;
+            }
+            if f[3].split(',').any(|m| m.trim() == name) {
+                if let Some(Ok(g)) = parse_id(f[2].trim()) {
+                    if !groups.contains(&g) {
+                        groups.push(g);
+                    }
+                }
+            }
+        }
+    }
+    Ok(ProcessUser {
+        uid,
+        gid,
+        groups,
+        home,
+    })
+}
+
 /// `Some(Ok(n))` for a decimal id, `Some(Err)` for digits out of range, `None` for a name.
 fn parse_id(s: &str) -> Option<Result<u32, ()>> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
@@ -182,6 +290,33 @@ mod tests {
         for (spec, want) in cases {
             assert_eq!(resolve_chown(spec, &root)?, *want, "{spec:?}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn process_user_table() -> TestResult {
+        let (_tmp, root) = rootfs()?;
+        // (USER, uid, gid, groups, home)
+        let cases: &[(&str, u32, u32, &[u32], &str)] = &[
+            ("", 0, 0, &[0], "/root"),
+            ("root", 0, 0, &[0], "/root"),
+            ("daemon", 1, 1, &[1, 50], "/"),
+            ("1", 1, 1, &[1, 50], "/"),
+            ("app", 1000, 2000, &[2000], "/home/app"),
+            ("app:staff", 1000, 50, &[50], "/home/app"),
+            ("4321", 4321, 0, &[0], "/"),
+            ("4321:77", 4321, 77, &[77], "/"),
+        ];
+        for (spec, uid, gid, groups, home) in cases {
+            let u = resolve_user(spec, &root)?;
+            assert_eq!(
+                (u.uid, u.gid, u.groups.as_slice(), u.home.as_str()),
+                (*uid, *gid, *groups, *home),
+                "{spec:?}"
+            );
+        }
+        assert!(resolve_user("ghost", &root).is_err());
+        assert!(resolve_user("app:ghosts", &root).is_err());
         Ok(())
     }
 

@@ -18,7 +18,8 @@
 //! so symlinks and `..` in the context, in another stage, in the destination or in an archive
 //! can never reach host files (SECURITY-CLASSES 3–5). No host path is ever built from input.
 //!
-//! (Running instructions in sandboxes arrives with the sandbox issue.)
+//! * [`sandbox`] runs a process (a `RUN` step, a container) in namespaces on a root
+//!   filesystem tree that is never mounted on the host.
 
 #![deny(missing_docs)]
 
@@ -30,12 +31,15 @@ mod error;
 pub mod glob;
 mod paths;
 pub mod remote;
+// The sandbox's error variants and plain fields are named for what they hold.
+#[allow(missing_docs)]
+pub mod sandbox;
 mod source;
 pub mod tree;
 mod workdir;
 
 pub use archive::ArchiveLimits;
-pub use chown::{resolve_chown, MAX_DB_BYTES};
+pub use chown::{resolve_chown, resolve_user, ProcessUser, MAX_DB_BYTES};
 pub use copy::{copy, CopyOp, CopyStats};
 pub use error::{ExecError, Side};
 pub use paths::resolve_dest;

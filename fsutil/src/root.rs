@@ -102,6 +102,11 @@ impl Root {
         Ok(Root { fd })
     }
 
+    /// The directory fd itself.
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
     /// Another handle on the same directory.
     pub fn try_clone(&self) -> Result<Root> {
         let fd = self
@@ -514,6 +519,20 @@ impl Root {
         let mut names = read_names(fd).map_err(|e| FsError::io("read directory", given, e))?;
         names.sort();
         Ok(names)
+    }
+
+    /// An `O_PATH` fd of `rel`, resolved in the root (symlinks followed in-root, a final one
+    /// too unless `nofollow`). Such an fd is what mounts are made on and from: the path is
+    /// resolved once, and the mount acts on the fd (SECURITY-CLASSES 3, 4).
+    pub fn open_path(&self, rel: impl AsRef<Path>, nofollow: bool) -> Result<OwnedFd> {
+        let given = rel.as_ref();
+        let p = RelPath::clamped(given);
+        let fd = if nofollow {
+            self.resolve_nofollow(&p)
+        } else {
+            self.resolve(&p, OFlags::PATH)
+        };
+        fd.map_err(|e| FsError::io("open", given, e))
     }
 
     /// Whether `rel` exists (a dangling symlink exists). A missing parent or
