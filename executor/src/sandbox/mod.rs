@@ -32,7 +32,7 @@ use rustix::io::Errno;
 use rustix::process::{Pid, Signal, WaitOptions, WaitStatus};
 
 pub use cgroup::Limits;
-pub use tree::{Mount, MountSource};
+pub use tree::{Mount, MountSource, Stubs};
 
 use child::{ChildPlan, ChildStep};
 
@@ -216,9 +216,9 @@ pub struct Running {
     registration: u64,
     cgroup: Option<cgroup::Cgroup>,
     waited: bool,
-    /// Mount targets created in the root filesystem (relative paths, creation order); remove
-    /// them from the layer with [`remove_stubs`] after the process ended.
-    pub stubs: Vec<PathBuf>,
+    /// Mount targets created in the root filesystem; remove them from the layer with
+    /// [`remove_stubs`] after the process ended.
+    pub stubs: Stubs,
 }
 
 static CANCELLED: AtomicBool = AtomicBool::new(false);
@@ -538,25 +538,49 @@ impl Drop for Running {
 }
 
 /// Removes mount stubs (from [`Running::stubs`]) from a finished step's upper dir: each
-/// entry that is still an empty directory or an empty regular file, last-created first.
-/// Nothing is followed: the upper dir is a [`Root`] and removal never enters a symlink
-/// (SECURITY-CLASSES 6).
-pub fn remove_stubs(upper: &Root, stubs: &[PathBuf]) -> Result<(), SandboxError> {
+/// created entry that is still an empty directory or an empty regular file, last-created
+/// first; then each existing directory a stub was made in, when the upper dir's copy of it is
+/// now empty, not opaque, and has the owner and mode it had (overlayfs copied it up only for
+/// the stub: the lower layer's copy shows again). Nothing is followed: the upper dir is a
+/// [`Root`] and removal never enters a symlink (SECURITY-CLASSES 6).
+pub fn remove_stubs(upper: &Root, stubs: &Stubs) -> Result<(), SandboxError> {
     use std::os::unix::fs::MetadataExt;
-    for stub in stubs.iter().rev() {
+    let remove = |p: &Path| {
+        upper.remove_all(p).map(|_| ()).map_err(|e| SandboxError::Fs {
+            what: format!("removing the mount point {}", p.display()),
+            source: e,
+        })
+    };
+    let empty_dir = |p: &Path| upper.read_dir(p).map(|n| n.is_empty()).unwrap_or(false);
+    for stub in stubs.created.iter().rev() {
         let Ok(meta) = upper.symlink_metadata(stub) else {
             continue;
         };
-        let empty = if meta.is_dir() {
-            upper.read_dir(stub).map(|n| n.is_empty()).unwrap_or(false)
-        } else {
-            meta.is_file() && meta.size() == 0
+        if (meta.is_dir() && empty_dir(stub)) || (meta.is_file() && meta.size() == 0) {
+            remove(stub)?;
+        }
+    }
+    for (dir, mode, uid, gid) in stubs.parents.iter().rev() {
+        let Ok(meta) = upper.symlink_metadata(dir) else {
+            continue;
         };
-        if empty {
-            upper.remove_all(stub).map_err(|e| SandboxError::Fs {
-                what: format!("removing the mount point {}", stub.display()),
-                source: e,
-            })?;
+        let opaque = ["trusted.overlay.opaque", "user.overlay.opaque"].iter().any(|name| {
+            upper
+                .open_path(dir, true)
+                .ok()
+                .and_then(|fd| {
+                    // An O_PATH fd has no xattr calls of its own; its /proc link does.
+                    let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
+                    rustix::fs::getxattr(link.as_str(), *name, &mut [0u8; 8]).ok()
+                })
+                .is_some()
+        });
+        if meta.is_dir()
+            && !opaque
+            && empty_dir(dir)
+            && (meta.mode() & 0o7777, meta.uid(), meta.gid()) == (*mode, *uid, *gid)
+        {
+            remove(dir)?;
         }
     }
     Ok(())

@@ -65,6 +65,18 @@ impl MountSource {
     }
 }
 
+/// What assembling the tree added to the root filesystem: mount points that did not exist
+/// (to remove from the step's layer afterwards) and the existing directories they were made
+/// in (which overlayfs copied up, and which go back to the lower layer's copy when nothing
+/// but the stub changed them).
+#[derive(Debug, Clone, Default)]
+pub struct Stubs {
+    /// Created paths (relative to the root, symlinks resolved), in creation order.
+    pub created: Vec<PathBuf>,
+    /// `(path, mode, uid, gid)` of each existing directory a stub was created in.
+    pub parents: Vec<(PathBuf, u32, u32, u32)>,
+}
+
 /// The tree's parts the child still needs.
 pub(crate) struct Assembled {
     /// `/proc` (the child mounts a procfs of its PID namespace there).
@@ -73,8 +85,8 @@ pub(crate) struct Assembled {
     pub sys_target: Option<OwnedFd>,
     /// The tree's `/dev/null`.
     pub dev_null: OwnedFd,
-    /// Mount targets created in the root filesystem, in creation order.
-    pub stubs: Vec<PathBuf>,
+    /// Mount targets created in the root filesystem.
+    pub stubs: Stubs,
     /// Mounts that must live as long as the sandbox runs (keeps nothing alive by itself, but
     /// the fds of detached mounts must not be closed before they are attached).
     _keep: Vec<OwnedFd>,
@@ -91,7 +103,7 @@ pub(crate) fn assemble(
     new_network: bool,
 ) -> Result<Assembled, SandboxError> {
     let root_mnt = mount_id(root.as_fd(), c"")?;
-    let mut stubs = Vec::new();
+    let mut stubs = Stubs::default();
     let mut keep = Vec::new();
 
     let dev_target = dir_target(root, "/dev", root_mnt, &mut stubs)?;
@@ -393,17 +405,43 @@ fn record_stubs(
     root: &Root,
     created: Vec<PathBuf>,
     root_mnt: u64,
-    stubs: &mut Vec<PathBuf>,
+    stubs: &mut Stubs,
 ) -> Result<(), SandboxError> {
+    if let Some(first) = created.first() {
+        record_parent(root, first, root_mnt, stubs)?;
+    }
     for p in created {
         let fd = root.open_path(&p, true).map_err(|e| SandboxError::Fs {
             what: format!("opening {}", p.display()),
             source: e,
         })?;
         if mount_id(fd.as_fd(), c"")? == root_mnt {
-            stubs.push(p);
+            stubs.created.push(p);
         }
     }
+    Ok(())
+}
+
+/// Records the existing directory `created` was made in (unless it is the root).
+fn record_parent(
+    root: &Root,
+    created: &Path,
+    root_mnt: u64,
+    stubs: &mut Stubs,
+) -> Result<(), SandboxError> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty() && *p != Path::new("/")) else {
+        return Ok(());
+    };
+    let fs = |e| SandboxError::Fs { what: format!("reading {}", parent.display()), source: e };
+    let fd = root.open_path(parent, true).map_err(fs)?;
+    if mount_id(fd.as_fd(), c"")? != root_mnt || stubs.parents.iter().any(|(p, ..)| p == parent) {
+        return Ok(());
+    }
+    let meta = root.symlink_metadata(parent).map_err(fs)?;
+    stubs
+        .parents
+        .push((parent.to_path_buf(), meta.mode() & 0o7777, meta.uid(), meta.gid()));
     Ok(())
 }
 
@@ -412,7 +450,7 @@ fn dir_target(
     root: &Root,
     target: &str,
     root_mnt: u64,
-    stubs: &mut Vec<PathBuf>,
+    stubs: &mut Stubs,
 ) -> Result<OwnedFd, SandboxError> {
     let fs = |e| SandboxError::Fs {
         what: format!("creating the mount point {target}"),
@@ -428,7 +466,7 @@ fn file_target(
     root: &Root,
     target: &str,
     root_mnt: u64,
-    stubs: &mut Vec<PathBuf>,
+    stubs: &mut Stubs,
 ) -> Result<OwnedFd, SandboxError> {
     let fs = |e| SandboxError::Fs {
         what: format!("creating the mount point {target}"),
@@ -464,7 +502,9 @@ fn file_target(
     if mount_id(fd.as_fd(), c"")? == root_mnt {
         // The path as created: the resolved parent plus the name.
         let resolved_parent = resolved_path(root, parent)?;
-        stubs.push(resolved_parent.join(&name));
+        let stub = resolved_parent.join(&name);
+        record_parent(root, &stub, root_mnt, stubs)?;
+        stubs.created.push(stub);
     }
     Ok(fd)
 }
