@@ -358,11 +358,15 @@ pub fn run(store_root: &Path, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         Ok(image) => image,
         Err(e) => {
             let span = e.span();
-            let message = anyhow::Error::new(e)
-                .chain()
-                .map(|c| c.to_string())
-                .collect::<Vec<_>>()
-                .join(": ");
+            // Wrapping errors that display their source already are not repeated.
+            let mut parts: Vec<String> = Vec::new();
+            for c in anyhow::Error::new(e).chain() {
+                let t = c.to_string();
+                if !parts.last().is_some_and(|p| p.ends_with(&t)) {
+                    parts.push(t);
+                }
+            }
+            let message = parts.join(": ");
             match span {
                 Some(span) => eprint!(
                     "{}",

@@ -446,12 +446,12 @@ fn build_errors_name_the_location() {
     // (Dockerfile, what stderr must contain)
     let cases: &[(&str, &[&str])] = &[
         (
-            "FROM busybox\nRUN echo hi\n",
+            "FROM busybox\nRUN echo hi; exit 3\n",
             &[
-                "RUN is not supported yet",
+                "process \"/bin/sh -c echo hi; exit 3\" did not complete successfully: exit code: 3",
                 "--> ",
                 ":2:1",
-                "2 | RUN echo hi",
+                "2 | RUN echo hi; exit 3",
                 "^^^",
             ],
         ),
