@@ -178,7 +178,15 @@ pub(crate) fn assemble(
                     MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
                 )?
             }
-            MountSource::File { .. } => files.clone_file(i)?,
+            MountSource::File { mode, .. } => {
+                let f = files.clone_file(i)?;
+                // Executable only when its mode says so (a here-document script is).
+                if mode & 0o111 == 0 {
+                    sys::mount_setattr(f.as_fd(), c"", true, false, sys::MOUNT_ATTR_NOEXEC)
+                        .map_err(fail(&what))?;
+                }
+                f
+            }
         };
         if m.readonly {
             sys::mount_setattr(mnt.as_fd(), c"", true, true, sys::MOUNT_ATTR_RDONLY)
@@ -219,9 +227,7 @@ impl FileStore {
                 ("mode", "700".into()),
                 ("size", (total + 65536).to_string()),
             ],
-            MountAttrFlags::MOUNT_ATTR_NOSUID
-                | MountAttrFlags::MOUNT_ATTR_NODEV
-                | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+            MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
         )?;
         let dir = Root::from_fd(mnt.try_clone().map_err(|e| SandboxError::Io {
             what: "dup".into(),
