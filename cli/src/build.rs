@@ -343,6 +343,10 @@ pub fn run(store_root: &Path, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     };
     let store = Store::open(store_root)
         .with_context(|| format!("opening the image store {}", store_root.display()))?;
+    // What a killed rbuild left in the store's tmp/ goes, when no other rbuild uses the store.
+    if let Some(lock) = store.try_lock_exclusive()? {
+        store.remove_stale_temporaries(&lock)?;
+    }
     let _lock = store.lock_shared()?;
     let mode = ProgressMode::parse(&args.progress, args.quiet)?;
     let mut progress = Progress::new(mode);
