@@ -85,6 +85,8 @@ pub struct BuiltImage {
 struct StageImage {
     config: ImageConfig,
     layers: Vec<StageLayer>,
+    /// The RUN environment a stage built FROM this one starts with (ARG values included).
+    run_env: Vec<String>,
 }
 
 /// Base images come from the store's image index (pulling arrives with the registry client).
@@ -243,6 +245,10 @@ fn load_ignore(req: &BuildRequest) -> Result<Option<rbuild_context::PatternMatch
 
 /// Gives an error the step's location when it has none of its own.
 fn in_step(step: &PlannedStep, e: BuildError) -> BuildError {
+    // Ctrl-C is not the step's failure: it stays recognisable (the CLI exits 130).
+    if matches!(e, BuildError::Interrupted) {
+        return e;
+    }
     match e.span() {
         Some(_) => e,
         None => BuildError::Step {
@@ -358,6 +364,7 @@ impl StageRun<'_> {
             text: from_text,
         });
         let started = Instant::now();
+        let mut inherited_env = None;
         let (base_config, mut layers) = match &stage.base {
             StageBase::Scratch => (None, Vec::new()),
             StageBase::Image(reference) => {
@@ -374,6 +381,7 @@ impl StageRun<'_> {
                 let parent = done.get(i).ok_or(BuildError::Internal(
                     "a stage ran before the stage it is based on",
                 ))?;
+                inherited_env = Some(parent.run_env.clone());
                 (Some(parent.config.clone()), parent.layers.clone())
             }
         };
@@ -382,6 +390,9 @@ impl StageRun<'_> {
             elapsed: started.elapsed(),
         });
         let mut sc = StageConfig::start(base_config, &self.req.options.platform);
+        if let Some(env) = inherited_env {
+            sc.inherit_run_env(env);
+        }
         for step in &stage.steps {
             if rbuild_executor::sandbox::interrupted() {
                 return Err(BuildError::Interrupted);
@@ -414,6 +425,7 @@ impl StageRun<'_> {
             });
         }
         Ok(StageImage {
+            run_env: sc.run_env().to_vec(),
             config: sc.config,
             layers,
         })

@@ -1,8 +1,9 @@
 //! How Dockerfile instructions change an image's config and history, as BuildKit records them:
 //! a stage's starting config (scratch's defaults, a base image's config, the default `PATH`),
 //! every metadata instruction's effect (ENV order kept and replaced in place, ENTRYPOINT
-//! resetting an inherited CMD, shell forms wrapped in the stage's SHELL, …), and the history
-//! entry each step leaves, with BuildKit's `created_by` text.
+//! resetting an inherited CMD, shell forms wrapped in the stage's SHELL, …), the environment
+//! RUN steps see (ENV and ARG values in Dockerfile order), and the history entry each step
+//! leaves, with BuildKit's `created_by` text (a RUN's `|N ARG=value …` prefix included).
 
 use rbuild_image::{HealthConfig, History, ImageConfig};
 use rbuild_parser::dump::go_quote;
@@ -24,6 +25,13 @@ pub struct StageConfig {
     pub config: ImageConfig,
     /// A CMD was set in this stage (an ENTRYPOINT then keeps it).
     cmd_set: bool,
+    /// The environment RUN steps see (BuildKit's LLB state env): the image's ENV with every
+    /// ARG that has a value set into it in Dockerfile order, so the later of an ENV and an ARG
+    /// of the same name wins. A stage built on another stage inherits it, ARGs included.
+    run_env: Vec<String>,
+    /// This stage's ARG declarations in order, with their values: the `|N K=V …` prefix of a
+    /// RUN's history entry.
+    build_args: Vec<(String, Option<String>)>,
 }
 
 impl StageConfig {
@@ -41,9 +49,23 @@ impl StageConfig {
             config.config.env.push(DEFAULT_PATH.into());
         }
         StageConfig {
+            run_env: config.config.env.clone(),
             config,
             cmd_set: false,
+            build_args: Vec::new(),
         }
+    }
+
+    /// Takes over the RUN environment of the stage this one is built `FROM` (BuildKit carries
+    /// that stage's whole LLB state over, its ARG values included; the ARG declarations of the
+    /// history prefix start afresh).
+    pub fn inherit_run_env(&mut self, parent_run_env: Vec<String>) {
+        self.run_env = parent_run_env;
+    }
+
+    /// The environment of a RUN step (`KEY=value`, see the field's doc).
+    pub fn run_env(&self) -> &[String] {
+        &self.run_env
     }
 
     /// The shell of shell-form commands.
@@ -73,6 +95,7 @@ impl StageConfig {
                 let mut parts = Vec::new();
                 for kv in &e.vars {
                     set_env(&mut c.env, &kv.key.value, &kv.value.value);
+                    set_env(&mut self.run_env, &kv.key.value, &kv.value.value);
                     parts.push(format!("{}={}", kv.key.value, kv.value.value));
                 }
                 format!("ENV {}", parts.join(" "))
@@ -195,6 +218,14 @@ impl StageConfig {
                 return Ok(None);
             }
             Instruction::Arg(a) => {
+                // The solver put each ARG's value (build arg, default or meta ARG) in `default`.
+                for d in &a.args {
+                    let value = d.default.as_ref().map(|v| v.value.clone());
+                    if let Some(v) = &value {
+                        set_env(&mut self.run_env, &d.name.value, v);
+                    }
+                    self.build_args.push((d.name.value.clone(), value));
+                }
                 let parts: Vec<String> = a
                     .args
                     .iter()
@@ -208,11 +239,38 @@ impl StageConfig {
             Instruction::Copy(cp) => file_created_by("COPY", &cp.files),
             Instruction::Add(add) => file_created_by("ADD", &add.files),
             Instruction::Run(run) => {
-                let args = self.command_args(&run.command);
-                format!("RUN {} # buildkit", args.join(" "))
+                let args = crate::run::run_args(self, run);
+                format!("RUN {} # buildkit", self.with_build_args(&args).join(" "))
             }
             Instruction::From(_) => return Ok(None),
         }))
+    }
+
+    /// BuildKit's history words of a RUN: `|N K=V …` for the stage's ARGs (each once, at its
+    /// first declaration, with its value in the RUN environment — an ENV of the same name
+    /// shows — or its own, empty when it has none), then the command's argv.
+    fn with_build_args(&self, args: &[String]) -> Vec<String> {
+        let mut pairs: Vec<(&str, String)> = Vec::new();
+        for (key, value) in &self.build_args {
+            let current = self
+                .run_env
+                .iter()
+                .find_map(|e| e.strip_prefix(key.as_str())?.strip_prefix('='))
+                .map(str::to_string)
+                .or_else(|| value.clone())
+                .unwrap_or_default();
+            match pairs.iter_mut().find(|(k, _)| k == key) {
+                Some(slot) => slot.1 = current,
+                None => pairs.push((key, current)),
+            }
+        }
+        let mut words = Vec::new();
+        if !pairs.is_empty() {
+            words.push(format!("|{}", pairs.len()));
+            words.extend(pairs.into_iter().map(|(k, v)| format!("{k}={v}")));
+        }
+        words.extend(args.iter().cloned());
+        words
     }
 
     /// A command's argv: exec form as is, shell form through the stage's SHELL.
@@ -414,6 +472,36 @@ mod tests {
         assert_eq!(go_quote_rune(4), "'\\x04'");
         assert_eq!(go_quote_rune(0), "'\\x00'");
         assert_eq!(go_quote_rune(65), "'A'");
+    }
+
+    struct AnyImage;
+
+    impl rbuild_solver::BaseImageResolver for AnyImage {
+        fn resolve(&mut self, _: &str) -> Result<rbuild_solver::BaseImageInfo, String> {
+            Ok(rbuild_solver::BaseImageInfo::default())
+        }
+    }
+
+    #[test]
+    fn run_env_and_history_follow_arg_and_env_order() {
+        let src = "FROM base\nENV E=env\nARG A=1\nARG E=arg\nARG B\nARG A=2\nENV A=env-a\nRUN true\n";
+        let file = rbuild_parser::instruction::parse(src).unwrap_or_else(|e| panic!("{e}"));
+        let plan = rbuild_solver::plan(&file, &Default::default(), &mut AnyImage)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut sc = StageConfig::start(None, &Platform::default());
+        let mut last = None;
+        for step in &plan.stages[0].steps {
+            last = sc.apply(step).unwrap_or_else(|e| panic!("{e}"));
+        }
+        // The later of an ARG and an ENV of one name wins in RUN's environment; ARGs stay out
+        // of the image config.
+        assert_eq!(sc.run_env(), [DEFAULT_PATH, "E=arg", "A=env-a"]);
+        assert_eq!(sc.config.config.env, [DEFAULT_PATH, "E=env", "A=env-a"]);
+        // Each ARG once, where first declared, with its value in RUN's environment.
+        assert_eq!(
+            last.as_deref(),
+            Some("RUN |3 A=env-a E=arg B= /bin/sh -c true # buildkit")
+        );
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub const BUILD_HOSTNAME: &str = "buildkitsandbox";
 /// The most of a secret that is read (BuildKit's limit is 500 KiB).
 pub const MAX_SECRET_BYTES: u64 = 500 << 10;
 
+/// Mount points a RUN leaves in its layer when it created them (as runc and BuildKit do).
+const KEPT_STUBS: [&str; 3] = ["dev", "proc", "sys"];
+
 /// How many lines of a failed step's output its error shows.
 const ERROR_TAIL_LINES: usize = 12;
 
@@ -122,7 +125,10 @@ impl std::fmt::Display for RunFailure {
     }
 }
 
-/// The argv of a RUN, as BuildKit builds it (here-documents included).
+/// The argv of a RUN, as BuildKit builds it (here-documents included): a lone here-document
+/// is the shell's script (or, starting with `#!`, a file at `/dev/pipes/NAME` the shell
+/// runs, see [`shebang_heredoc`]); a command with here-documents goes to the shell whole, the
+/// documents reattached for it to read.
 pub fn run_args(config: &StageConfig, run: &RunInstruction) -> Vec<String> {
     let Command::Shell(line) = &run.command else {
         return config.command_args(&run.command);
@@ -130,33 +136,36 @@ pub fn run_args(config: &StageConfig, run: &RunInstruction) -> Vec<String> {
     if run.heredocs.is_empty() {
         return config.command_args(&run.command);
     }
-    let body = |i: usize| {
-        let h = &run.heredocs[i];
-        if h.chomp {
-            h.content
-                .split_inclusive('\n')
-                .map(|l| l.trim_start_matches('\t'))
-                .collect::<String>()
-        } else {
-            h.content.clone()
-        }
-    };
-    let single = run.heredocs.len() == 1 && is_heredoc_word(line.trim());
     let mut args = config.shell();
-    if single {
-        // A lone here-document is the script itself (a shebang one is handled by the caller).
-        args.push(body(0));
+    if let Some((name, _)) = shebang_heredoc(run) {
+        args.push(format!("{SHEBANG_DIR}/{name}"));
+    } else if is_lone_heredoc(run) {
+        args.push(run.heredocs[0].body());
     } else {
-        // Anything else goes to the shell whole, here-documents reattached for it to read.
         let mut full = line.clone();
-        for (i, h) in run.heredocs.iter().enumerate() {
+        for h in &run.heredocs {
             full.push('\n');
-            full.push_str(&body(i));
+            full.push_str(&h.content);
             full.push_str(&h.name);
         }
         args.push(full);
     }
     args
+}
+
+/// Where a `#!` here-document is put for the shell to run (BuildKit's path).
+const SHEBANG_DIR: &str = "/dev/pipes";
+
+/// `RUN <<EOF`: the command is one here-document marker and nothing else.
+fn is_lone_heredoc(run: &RunInstruction) -> bool {
+    matches!(&run.command, Command::Shell(line)
+        if run.heredocs.len() == 1 && is_heredoc_word(line.trim()))
+}
+
+/// A lone here-document that starts with `#!`: its name and text, run as an executable file.
+pub fn shebang_heredoc(run: &RunInstruction) -> Option<(&str, String)> {
+    let h = run.heredocs.first()?;
+    (is_lone_heredoc(run) && h.content.starts_with("#!")).then(|| (h.name.as_str(), h.body()))
 }
 
 /// `<<EOF`, `<<-EOF`, `<<"EOF"`: a word that is one here-document marker and nothing else.
@@ -169,10 +178,18 @@ fn is_heredoc_word(word: &str) -> bool {
     !rest.is_empty() && !rest.contains(char::is_whitespace)
 }
 
-/// The environment of a RUN: the image's ENV, then the ARGs in scope that ENV does not set,
-/// `PATH` when neither sets it, `HOME` from the user's passwd entry.
-pub fn run_env(step: &PlannedStep, home: &str) -> Vec<String> {
-    let mut env: Vec<(String, String)> = step.env.clone();
+/// The environment of a RUN: the stage's RUN environment (image ENV and ARG values, the later
+/// of the two winning), then the ARGs in scope it lacks (the proxy build args), `PATH` when
+/// none is set, `HOME` from the user's passwd entry.
+pub fn run_env(config: &StageConfig, step: &PlannedStep, home: &str) -> Vec<String> {
+    let mut env: Vec<(String, String)> = config
+        .run_env()
+        .iter()
+        .map(|e| match e.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (e.clone(), String::new()),
+        })
+        .collect();
     for (k, v) in &step.args {
         if !env.iter().any(|(ek, _)| ek == k) {
             env.push((k.clone(), v.clone()));
@@ -246,33 +263,33 @@ pub fn run_step(rs: &RunStep<'_>, view: &OverlayView, work: &Path) -> Result<(),
     root.mkdir_all(&cwd, 0o755, None)
         .map_err(fs(format!("creating the working directory {cwd}")))?;
 
-    let mut env = run_env(rs.step, &user.home);
-    let mut args = run_args(rs.config, rs.run);
+    let mut env = run_env(rs.config, rs.step, &user.home);
+    let args = run_args(rs.config, rs.run);
     let mut held = Held::default();
-    let mut mounts = etc_mounts(BUILD_HOSTNAME, network, false);
-    // A lone here-document with a shebang is written to a file and executed (BuildKit).
-    if rs.run.heredocs.len() == 1 {
-        if let Command::Shell(line) = &rs.run.command {
-            let h = &rs.run.heredocs[0];
-            if is_heredoc_word(line.trim()) && h.content.starts_with("#!") {
-                let target = format!("/dev/pipes/{}", h.name);
-                mounts.push(Mount {
-                    target: target.clone(),
-                    source: MountSource::File {
-                        contents: h.content.clone().into_bytes(),
-                        mode: 0o755,
-                        uid: 0,
-                        gid: 0,
-                    },
-                    readonly: true,
-                });
-                args = vec![target];
-            }
-        }
+    // BuildKit mounts a generated /etc/hosts and /etc/resolv.conf read-only (writes fail, and
+    // nothing of them reaches the layer) and leaves /etc/hostname to the image.
+    let mut mounts: Vec<Mount> = etc_mounts(BUILD_HOSTNAME, network, true)
+        .into_iter()
+        .filter(|m| m.target != "/etc/hostname")
+        .collect();
+    // A lone here-document with a shebang is a file the shell runs (BuildKit).
+    if let Some((name, body)) = shebang_heredoc(rs.run) {
+        mounts.push(Mount {
+            target: format!("{SHEBANG_DIR}/{name}"),
+            source: MountSource::File {
+                contents: body.into_bytes(),
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+            },
+            readonly: true,
+        });
     }
     let mut ssh_count = 0;
     for m in &rs.run.mounts {
-        if let Some(mount) = self::mount(rs, m, &cwd, work, &mut env, &mut ssh_count, &mut held)? {
+        if let Some(mount) =
+            self::mount(rs, root, m, &cwd, work, &mut env, &mut ssh_count, &mut held)?
+        {
             mounts.push(mount);
         }
     }
@@ -301,7 +318,9 @@ pub fn run_step(rs: &RunStep<'_>, view: &OverlayView, work: &Path) -> Result<(),
             user: User {
                 uid: user.uid,
                 gid: user.gid,
-                groups: user.groups.clone(),
+                // Supplementary groups as runc sets them for BuildKit: the groups listing the
+                // user by name, without the primary group (`groups[0]`); none for `user:group`.
+                groups: user.groups.iter().skip(1).copied().collect(),
             },
             stdio: [null, out_w, out_w2],
             terminal: false,
@@ -355,7 +374,12 @@ pub fn run_step(rs: &RunStep<'_>, view: &OverlayView, work: &Path) -> Result<(),
             output_tail: tail.into_iter().collect(),
         }));
     }
-    // Mount points the sandbox created are not part of the step's result.
+    // Mount points the sandbox created are not part of the step's result, except `/dev`,
+    // `/proc` and `/sys`, which runc creates in the image and BuildKit keeps in the layer.
+    let mut stubs = stubs;
+    stubs
+        .created
+        .retain(|p| !KEPT_STUBS.iter().any(|k| p == Path::new(k)));
     let upper = Root::open(view.upper()).map_err(fs("opening the step's upper dir"))?;
     remove_stubs(&upper, &stubs).map_err(BuildError::Sandbox)?;
     Ok(())
@@ -365,6 +389,7 @@ pub fn run_step(rs: &RunStep<'_>, view: &OverlayView, work: &Path) -> Result<(),
 #[allow(clippy::too_many_arguments)]
 fn mount(
     rs: &RunStep<'_>,
+    rootfs: &Root,
     m: &MountFlag,
     cwd: &str,
     work: &Path,
@@ -384,12 +409,16 @@ fn mount(
     match m.kind {
         MountType::Tmpfs => {
             let target = target.ok_or_else(|| bad("a tmpfs mount needs a target".into()))?;
+            // runc gives a tmpfs over an existing directory that directory's mode (1777 else).
+            let mode = rootfs
+                .open_path(&target, false)
+                .ok()
+                .and_then(|fd| rustix::fs::fstat(&fd).ok())
+                .filter(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir())
+                .map_or(0o1777, |st| st.st_mode & 0o7777);
             Ok(Some(Mount {
                 target,
-                source: MountSource::Tmpfs {
-                    size: m.size,
-                    mode: 0o1777,
-                },
+                source: MountSource::Tmpfs { size: m.size, mode },
                 readonly: false,
             }))
         }
@@ -526,18 +555,20 @@ fn mount(
         }
         MountType::Ssh => {
             let id = m.id.clone().unwrap_or_else(|| "default".into());
-            let Some(socket) = rs.options.ssh.get(&id) else {
-                if m.required {
-                    return Err(bad(format!("no SSH agent {id}: pass --ssh {id}[=SOCKET]")));
-                }
-                return Ok(None);
-            };
+            // BuildKit numbers the ssh mounts and points SSH_AUTH_SOCK at the first one's
+            // target whether or not an agent is forwarded for it.
             *ssh_count += 1;
             let target =
                 target.unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{}", *ssh_count - 1));
             if *ssh_count == 1 && !env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
                 env.push(format!("SSH_AUTH_SOCK={target}"));
             }
+            let Some(socket) = rs.options.ssh.get(&id) else {
+                if m.required {
+                    return Err(bad(format!("no SSH agent {id}: pass --ssh {id}[=SOCKET]")));
+                }
+                return Ok(None);
+            };
             let fd: OwnedFd = rustix::fs::open(
                 socket,
                 rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
@@ -586,7 +617,19 @@ fn cache_dir(
     held: &mut Held,
 ) -> Result<PathBuf, BuildError> {
     let base = rs.store.root().join("cache-mounts");
-    std::fs::create_dir_all(&base).map_err(io(format!("creating {}", base.display())))?;
+    // Private like the rest of the store (SECURITY-CLASSES 12): cache dirs take any mode a
+    // Dockerfile asks for, and may hold what a build left there.
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        match std::fs::DirBuilder::new().mode(0o700).create(&base) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o700))
+                    .map_err(io(format!("making {} private", base.display())))?;
+            }
+            Err(e) => return Err(io(format!("creating {}", base.display()))(e)),
+        }
+    }
     let key = format!("{:x}", Sha256::digest(id.as_bytes()));
     let lock_file = |name: &str| -> Result<File, BuildError> {
         let p = base.join(format!("{name}.lock"));
@@ -634,11 +677,16 @@ fn cache_dir(
             // Seeded from a stage or image (at `source`), copied in.
             let wd = rs.store.work_dir("cache-seed")?;
             let view = rs.stages.root_of(from, wd.path())?;
+            // BuildKit starts the cache from the whole `from` root and mounts `source` of
+            // it; the `source` subtree is copied to the same path, which is what is mounted.
             let src = m.source.clone().unwrap_or_else(|| "/".into());
             let dest = Root::open(&new).map_err(fs("opening a cache mount"))?;
             let op = rbuild_executor::CopyOp {
                 sources: vec![format!("{}/", src.trim_end_matches('/'))],
-                dest: "/".into(),
+                dest: match src.trim_matches('/') {
+                    "" => "/".into(),
+                    sub => format!("/{sub}/"),
+                },
                 keep_owners: true,
                 ..rbuild_executor::CopyOp::default()
             };

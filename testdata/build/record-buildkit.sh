@@ -30,6 +30,8 @@ for case in "${cases[@]}"; do
   rm -rf "$ctx"; cp -a "$dir/context" "$ctx"
   [ -f "$dir/setup.sh" ] && (cd "$ctx" && sh "$dir/setup.sh")
   targets=$( [ -f "$dir/targets" ] && cat "$dir/targets" || echo "-" )
+  # RUN --mount=type=cache contents outlive builds: each case starts from an empty build cache.
+  $docker builder prune -af >/dev/null
   mkdir -p "$dir/expected"
   for target in $targets; do
     tflag=(); name=final
