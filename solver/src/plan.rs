@@ -442,17 +442,18 @@ fn plan_stage(
         triggers.push((trigger, true));
     }
     let own = stage.instructions.iter().cloned().map(|s| (s, false));
+    // What expansions see: ARG values and ENV in the order they were set, so that of an ARG
+    // and an ENV of the same name the later one wins (as BuildKit expands).
+    let mut order: Vec<(String, String)> = args.iter().chain(env.iter()).cloned().collect();
     for (mut step, from_onbuild) in triggers.into_iter().chain(own) {
-        // ARGs then ENV: a later pair wins in lookups, so ENV beats an ARG of the same name.
-        let scope: Vec<(String, String)> = args.iter().chain(env.iter()).cloned().collect();
+        let scope: Vec<(String, String)> = order.clone();
         let env_before = env.clone();
         let args_before = args.clone();
         let mut vars_used = BTreeSet::new();
         match &mut step.instruction {
             Instruction::Arg(arg) => {
                 for decl in &mut arg.args {
-                    let scope: Vec<(String, String)> =
-                        args.iter().chain(env.iter()).cloned().collect();
+                    let scope: Vec<(String, String)> = order.clone();
                     let name = decl.name.value.clone();
                     declared.insert(name.clone());
                     let fallback = meta_scope
@@ -467,6 +468,7 @@ fn plan_stage(
                             v.clone(),
                             decl.default.as_ref().map_or(decl.name.span, |d| d.span),
                         ));
+                        set_later(&mut order, &name, &v);
                         set_var(&mut args, name, v);
                     }
                 }
@@ -477,6 +479,7 @@ fn plan_stage(
                 vars_used.extend(usage.used);
                 if let Instruction::Env(e) = instruction {
                     for kv in &e.vars {
+                        set_later(&mut order, &kv.key.value, &kv.value.value);
                         set_var(&mut env, kv.key.value.clone(), kv.value.value.clone());
                     }
                 }
@@ -504,6 +507,12 @@ fn plan_stage(
         env,
         onbuild,
     })
+}
+
+/// Sets `key` to `value` as the most recent assignment of `order`.
+fn set_later(order: &mut Vec<(String, String)>, key: &str, value: &str) {
+    order.retain(|(k, _)| k != key);
+    order.push((key.to_string(), value.to_string()));
 }
 
 /// Parses one ONBUILD trigger from a base image. Errors point at the stage's FROM.

@@ -172,9 +172,16 @@ fn arg_and_env_scoping_follow_buildkit() {
             1,
             pair("X", "def"),
         ),
-        // ENV beats an ARG of the same name, whatever the order.
+        // Of an ENV and an ARG of the same name, the later wins (checked with Docker 20.10's
+        // BuildKit); the ARG's value is the build arg's.
         (
             "FROM busybox\nENV V=env\nARG V=arg\nENV X=$V\n",
+            &[("V", "cli")],
+            2,
+            pair("X", "cli"),
+        ),
+        (
+            "FROM busybox\nARG V=arg\nENV V=env\nENV X=$V\n",
             &[("V", "cli")],
             2,
             pair("X", "env"),
@@ -293,4 +300,16 @@ fn variables_used_are_recorded() {
         .map(String::as_str)
         .collect();
     assert_eq!(used, ["A"]);
+}
+
+#[test]
+fn of_an_arg_and_an_env_of_one_name_the_later_expands() {
+    // What Docker 20.10's BuildKit gives (testdata/build/run-basics records the RUN side).
+    let src = "FROM busybox\nENV E=env\nARG E=arg\nLABEL e=$E\nARG F=arg\nENV F=env\nLABEL f=$F\n";
+    let p = ok(src, &[], None);
+    assert_eq!(kv(&p, 0, 2), pair("e", "arg"));
+    assert_eq!(kv(&p, 0, 5), pair("f", "env"));
+    // A build arg's value counts as the ARG's.
+    let p = ok(src, &[("E", "cli")], None);
+    assert_eq!(kv(&p, 0, 2), pair("e", "cli"));
 }
