@@ -2,9 +2,11 @@
 
 mod build;
 mod bundle;
+mod container;
 mod dockerfile;
 mod images;
 mod progress;
+mod selfexe;
 mod signals;
 
 use std::path::PathBuf;
@@ -71,6 +73,8 @@ enum Command {
         #[arg(default_value = "Dockerfile")]
         file: String,
     },
+    #[command(flatten)]
+    Container(container::ContainerCommand),
     /// Tools for looking inside rbuild.
     Debug {
         #[command(subcommand)]
@@ -116,6 +120,9 @@ fn with_default_subcommand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::O
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = selfexe::reexec_sealed() {
+        return code;
+    }
     let cli = Cli::parse_from(with_default_subcommand(std::env::args_os().collect()));
     let root = cli.root.clone().unwrap_or_else(rbuild_cache::default_root);
     let result = match cli.command {
@@ -135,6 +142,7 @@ fn main() -> ExitCode {
         } => images::save(&root, &output, &names).map(|()| ExitCode::SUCCESS),
         Command::Load { input } => images::load(&root, &input).map(|()| ExitCode::SUCCESS),
         Command::ExportBundle(args) => bundle::export(&root, &args).map(|()| ExitCode::SUCCESS),
+        Command::Container(command) => container::dispatch(&root, command),
         Command::Check { file } => dockerfile::check(&file),
         Command::Debug {
             command: DebugCommand::Parse { dump, file },

@@ -179,9 +179,9 @@ pub(crate) fn run(plan: &ChildPlan<'_>) -> ! {
     sys::exit_now(127)
 }
 
-enum Never {}
+pub(crate) enum Never {}
 
-fn at(step: ChildStep) -> impl Fn(Errno) -> (ChildStep, Errno) {
+pub(crate) fn at(step: ChildStep) -> impl Fn(Errno) -> (ChildStep, Errno) {
     move |e| (step, e)
 }
 
@@ -256,6 +256,54 @@ fn setup_and_exec(plan: &ChildPlan<'_>) -> Result<Never, (ChildStep, Errno)> {
         sys::loopback_up().map_err(at(Loopback))?;
     }
 
+    exec_process(&ExecPlan {
+        err: plan.err,
+        stdio: plan.stdio,
+        terminal: plan.terminal,
+        bounding: plan.bounding,
+        last_cap: plan.last_cap,
+        root_caps: plan.root_caps,
+        uid: plan.uid,
+        gid: plan.gid,
+        groups: plan.groups,
+        cwd: plan.cwd,
+        no_new_privs: plan.no_new_privs,
+        seccomp: plan.seccomp,
+        exec_paths: plan.exec_paths,
+        argv: plan.argv,
+        envp: plan.envp,
+    })
+}
+
+/// The last part of starting a process, shared by a new sandbox's first process and a process
+/// entering a running sandbox (`super::enter`): everything from standard I/O to `execve`.
+pub(crate) struct ExecPlan<'a> {
+    /// Write end of the error pipe (left open: `O_CLOEXEC` closes it on exec).
+    pub err: RawFd,
+    /// The fds that become 0, 1 and 2 (all above 2).
+    pub stdio: [RawFd; 3],
+    /// Make fd 0 (a terminal) the controlling terminal of a new session.
+    pub terminal: bool,
+    pub bounding: u64,
+    pub last_cap: u32,
+    pub root_caps: u64,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: &'a [rustix::process::Gid],
+    pub cwd: &'a CStr,
+    pub no_new_privs: bool,
+    pub seccomp: Option<&'a SeccompProgram>,
+    pub exec_paths: &'a [CString],
+    pub argv: &'a [*const libc::c_char],
+    pub envp: &'a [*const libc::c_char],
+}
+
+/// Sets up standard I/O, closes every other inherited fd, drops privileges to the plan's user
+/// and capabilities, changes to the working directory, installs the seccomp filter and execs.
+pub(crate) fn exec_process(plan: &ExecPlan<'_>) -> Result<Never, (ChildStep, Errno)> {
+    use ChildStep::*;
+    // Signals rbuild ignores (SIGPIPE) or blocks must not stay so in the command.
+    sys::reset_signals();
     for (i, fd) in plan.stdio.iter().enumerate() {
         let src = unsafe_borrow(*fd);
         let res = match i {
@@ -328,7 +376,7 @@ fn setup_and_exec(plan: &ChildPlan<'_>) -> Result<Never, (ChildStep, Errno)> {
 }
 
 /// A borrowed fd from a raw number the plan owns for the child's lifetime.
-fn unsafe_borrow(fd: RawFd) -> BorrowedFd<'static> {
+pub(crate) fn unsafe_borrow(fd: RawFd) -> BorrowedFd<'static> {
     #[allow(unsafe_code)]
     // SAFETY: the parent keeps every fd in the plan open until the child has exec'd or exited,
     // and the child closes none of them before their last use here.

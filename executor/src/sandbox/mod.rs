@@ -16,6 +16,7 @@
 
 pub mod cgroup;
 mod child;
+pub mod enter;
 pub mod seccomp;
 mod sys;
 pub mod tree;

@@ -54,7 +54,12 @@ pub(crate) unsafe fn clone3(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> Resul
     let mut args = CloneArgs {
         flags: flags | libc::CLONE_PIDFD as u64,
         pidfd: &mut pidfd as *mut libc::c_int as u64,
-        exit_signal: libc::SIGCHLD as u64,
+        // With CLONE_PARENT the kernel wants 0 here and uses the caller's exit signal.
+        exit_signal: if flags & libc::CLONE_PARENT as u64 != 0 {
+            0
+        } else {
+            libc::SIGCHLD as u64
+        },
         ..CloneArgs::default()
     };
     if let Some(fd) = cgroup {
@@ -225,4 +230,27 @@ pub(crate) fn cwd_is_reachable() -> bool {
     // SAFETY: the buffer is valid for its whole length.
     let p = unsafe { libc::getcwd(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
     !p.is_null() && buf[0] == b'/'
+}
+
+/// Gives every signal its default action and unblocks them all, so that the command does not
+/// inherit rbuild's ignored `SIGPIPE` (Rust ignores it) or its signal mask. Handlers are reset
+/// by `execve` anyway; ignored signals and the mask would survive it.
+pub(crate) fn reset_signals() {
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: sigaction is async-signal-safe; an all-zero sigaction is SIG_DFL with no
+        // flags and an empty mask. Numbers the kernel rejects just fail.
+        unsafe {
+            let act: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(sig, &act, std::ptr::null_mut());
+        }
+    }
+    // SAFETY: an empty set, built with sigemptyset, passed by pointer; async-signal-safe.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
 }
