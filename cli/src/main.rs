@@ -119,12 +119,38 @@ fn with_default_subcommand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::O
     args
 }
 
+/// Commands that only print (no sandbox, no pipes of their own to the containers).
+fn prints_and_exits(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Images
+            | Command::Inspect { .. }
+            | Command::History { .. }
+            | Command::Check { .. }
+            | Command::Debug { .. }
+    )
+}
+
+/// `rbuild inspect IMG | head` ends quietly when `head` has had enough, as Unix tools do: the
+/// Rust runtime ignores SIGPIPE, which would turn the closed pipe into a panic while printing.
+#[allow(unsafe_code)]
+fn die_on_closed_pipe() {
+    // SAFETY: restoring a signal's default action; no handler code is involved, and no other
+    // thread is running yet.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     if let Some(code) = selfexe::reexec_sealed() {
         return code;
     }
     let cli = Cli::parse_from(with_default_subcommand(std::env::args_os().collect()));
     let root = cli.root.clone().unwrap_or_else(rbuild_cache::default_root);
+    if prints_and_exits(&cli.command) {
+        die_on_closed_pipe();
+    }
     let result = match cli.command {
         Command::Build(args) => build::run(&root, &args),
         Command::Images => images::images(&root).map(|()| ExitCode::SUCCESS),

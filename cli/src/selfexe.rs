@@ -1,25 +1,27 @@
-//! Running from a sealed in-memory copy of the rbuild binary (the defence against
-//! CVE-2019-5736, SECURITY-CLASSES 2).
+//! Running from a binary no container can write (the defence against CVE-2019-5736,
+//! SECURITY-CLASSES 2).
 //!
 //! A sandbox's first process is a clone of rbuild until it execs the command, and a process
 //! that rbuild puts into a running container (`exec`) is rbuild until then too: while it is, a
 //! container process can open `/proc/PID/exe` of it — the rbuild binary on the host — keep the
 //! descriptor, and write the binary once no process runs it any more. So before a command that
-//! starts sandboxes does anything, [`reexec_sealed`] copies the binary into a
-//! `memfd_create(MFD_CLOEXEC | MFD_ALLOW_SEALING)` file (streamed with `copy_file_range`, or
-//! `sendfile` across filesystems), seals it against every change (`F_SEAL_SEAL`,
-//! `F_SEAL_SHRINK`, `F_SEAL_GROW`, `F_SEAL_WRITE`) and `execveat`s it with the same arguments
-//! and environment. From then on `/proc/self/exe` of rbuild and of every clone of it is that
-//! memfd: not a host file, and not writable by anyone.
+//! starts sandboxes does anything, [`reexec_sealed`] re-executes rbuild from a view of its
+//! binary that cannot be written, with the same arguments and environment:
 //!
-//! Whether the process already runs from such a copy is read from `/proc/self/exe` itself
-//! (its seals and link count), never from the environment. The environment only carries the
-//! pid that re-executed itself, so that a copy which somehow is not sealed after the re-exec
-//! is reported instead of re-executed forever.
+//! * first choice (what runc does since 1.2): the binary's directory as the lower layer of a
+//!   read-only overlayfs that is never attached anywhere — `/proc/self/exe` then names a file
+//!   on a read-only mount, so reopening it for writing fails with `EROFS` whatever the
+//!   opener's privileges. It costs a mount and an exec (about a millisecond);
+//! * where that overlay cannot be made: a `memfd_create(MFD_CLOEXEC | MFD_ALLOW_SEALING)` copy
+//!   (streamed with `copy_file_range`, or `sendfile` across filesystems) sealed against every
+//!   change (`F_SEAL_SEAL`, `F_SEAL_SHRINK`, `F_SEAL_GROW`, `F_SEAL_WRITE`). It costs the
+//!   binary's size in memory and the time to copy it (tens of milliseconds).
 //!
-//! The copy costs the binary's size in memory (shared memory, for as long as the process runs)
-//! and the time to copy it from the page cache, once per command that starts sandboxes.
-//! Commands that never start one (`images`, `inspect`, `save`, `check`, …) skip it.
+//! Whether the process already runs from such a binary is read from `/proc/self/exe` itself
+//! (a read-only mount, or the seals and link count of a memfd), never from the environment.
+//! The environment only carries the pid that re-executed itself, so that a view which somehow
+//! is not protected after the re-exec is reported instead of re-executed forever.
+//! Commands that never start a sandbox (`images`, `inspect`, `save`, `check`, …) skip all this.
 
 #![allow(unsafe_code)]
 
@@ -42,9 +44,11 @@ fn required_seals() -> SealFlags {
     SealFlags::SEAL | SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE
 }
 
-/// Subcommands (and flags in their place) that never start a sandbox: they run from the
-/// binary as it is. Everything else — `build` (also when implied: `rbuild -t app .`), `run`,
-/// `start`, `exec`, the supervisor, and any command added later — runs from a sealed copy.
+/// Subcommands (and flags in their place) that never start a sandbox nor enter one: they run
+/// from the binary as it is. Everything else — `build` (also when implied: `rbuild -t app .`),
+/// `run`, `start`, `exec`, the supervisor (`__supervise`), and any command added later — runs
+/// from a sealed copy. A command added here must never start a sandbox, enter one or spawn the
+/// supervisor.
 const NO_SANDBOX: &[&str] = &[
     "images",
     "tag",
@@ -54,6 +58,12 @@ const NO_SANDBOX: &[&str] = &[
     "save",
     "load",
     "export-bundle",
+    "ps",
+    "stop",
+    "rm",
+    "logs",
+    "commit",
+    "volume",
     "check",
     "debug",
     "help",
@@ -85,8 +95,17 @@ fn errno(what: &'static str) -> impl FnOnce(Errno) -> anyhow::Error {
     move |e| anyhow::Error::new(std::io::Error::from(e)).context(what)
 }
 
-/// Whether `exe` (an open `/proc/self/exe`) is a sealed in-memory copy: a file with no name
-/// anywhere (link count 0) that carries every seal of [`required_seals`].
+/// Whether `exe` (an open `/proc/self/exe`) cannot be written: it is on a read-only mount, or
+/// it is a sealed in-memory copy.
+fn is_protected(exe: &File) -> bool {
+    let readonly_mount = rustix::fs::fstatvfs(exe)
+        .map(|s| s.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
+        .unwrap_or(false);
+    readonly_mount || is_sealed_copy(exe)
+}
+
+/// Whether `exe` is a sealed in-memory copy: a file with no name anywhere (link count 0) that
+/// carries every seal of [`required_seals`].
 fn is_sealed_copy(exe: &File) -> bool {
     let unlinked = exe.metadata().map(|m| m.nlink() == 0).unwrap_or(false);
     let sealed = rustix::fs::fcntl_get_seals(exe)
@@ -120,14 +139,17 @@ pub fn reexec_sealed() -> Option<ExitCode> {
 /// only on failure).
 fn reexec(args: &[OsString], marker: Option<OsString>) -> anyhow::Result<()> {
     let exe = File::open("/proc/self/exe").context("opening /proc/self/exe")?;
-    if is_sealed_copy(&exe) {
+    if is_protected(&exe) {
         return Ok(());
     }
     let me = std::process::id().to_string();
     if marker.as_deref() == Some(std::ffi::OsStr::new(&me)) {
         bail!("this process was re-executed from a sealed copy, but /proc/self/exe is not sealed");
     }
-    let copy = sealed_copy(&exe)?;
+    let copy = match readonly_view() {
+        Ok(view) => view,
+        Err(_) => sealed_copy(&exe)?,
+    };
     drop(exe);
     let argv = args
         .iter()
@@ -147,6 +169,42 @@ fn reexec(args: &[OsString], marker: Option<OsString>) -> anyhow::Result<()> {
     envp.push(CString::new(format!("{MARKER}={me}")).context("the marker holds a NUL byte")?);
     let e = execveat_empty(&copy, &argv, &envp);
     Err(errno("executing the sealed copy")(e))
+}
+
+/// The running binary through a read-only overlayfs of its directory (plus an empty tmpfs:
+/// an overlay without an upper dir needs two lower layers), mounted nowhere: an `O_PATH` fd
+/// to execute.
+fn readonly_view() -> anyhow::Result<OwnedFd> {
+    use rustix::fs::{openat, Mode, OFlags};
+    use rustix::mount::{
+        fsconfig_create, fsconfig_set_string, fsmount, fsopen, FsMountFlags, FsOpenFlags,
+        MountAttrFlags,
+    };
+    let path = std::fs::read_link("/proc/self/exe").context("reading /proc/self/exe")?;
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        bail!("/proc/self/exe is {}", path.display());
+    };
+    let dir_fd = rustix::fs::open(dir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(errno("opening the binary's directory"))?;
+    let tmp = fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(errno("fsopen tmpfs"))?;
+    fsconfig_create(&tmp).map_err(errno("creating a tmpfs"))?;
+    let empty = fsmount(&tmp, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::MOUNT_ATTR_RDONLY)
+        .map_err(errno("fsmount tmpfs"))?;
+    let ovl = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(errno("fsopen overlay"))?;
+    for lower in [&dir_fd, &empty] {
+        let p = format!("/proc/self/fd/{}", lower.as_raw_fd());
+        fsconfig_set_string(&ovl, "lowerdir+", p.as_str()).map_err(errno("overlay lowerdir+"))?;
+    }
+    fsconfig_create(&ovl).map_err(errno("creating the overlay"))?;
+    let mnt = fsmount(
+        &ovl,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_RDONLY | MountAttrFlags::MOUNT_ATTR_NODEV,
+    )
+    .map_err(errno("fsmount overlay"))?;
+    let exe = openat(&mnt, name, OFlags::PATH | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())
+        .map_err(errno("opening the binary in the overlay"))?;
+    Ok(exe)
 }
 
 /// A sealed memfd holding the contents of `src`, streamed in by the kernel.
@@ -225,6 +283,7 @@ fn execveat_empty(fd: &OwnedFd, argv: &[CString], envp: &[CString]) -> Errno {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::io::{Read, Seek, Write};
@@ -247,7 +306,8 @@ mod tests {
             &["run", "busybox"],
             &["exec", "c1", "sh"],
             &["start", "c1"],
-            &["supervisor"],
+            &["__supervise", "c1"],
+            &["--root", "/s", "run", "-d", "busybox"],
         ] {
             assert!(starts_sandboxes(&args(a)), "{a:?}");
         }
@@ -261,6 +321,9 @@ mod tests {
             &["-h"],
             &["debug", "parse", "Dockerfile"],
             &["--root", "build"],
+            &["ps", "-a"],
+            &["--root=/s", "logs", "c1"],
+            &["rm", "-f", "c1"],
         ] {
             assert!(!starts_sandboxes(&args(a)), "{a:?}");
         }
@@ -276,10 +339,7 @@ mod tests {
         let src = File::open(&path).unwrap();
         let copy = sealed_copy(&src).unwrap();
         let mut f = File::from(copy);
-        assert!(
-            !is_sealed_copy(&src),
-            "a file on disk is not a sealed copy"
-        );
+        assert!(!is_sealed_copy(&src), "a file on disk is not a sealed copy");
         assert!(is_sealed_copy(&f));
         let mut back = Vec::new();
         f.rewind().unwrap();

@@ -1,10 +1,11 @@
 //! The sandbox's filesystem tree, assembled by the parent before the child exists: `/dev`
-//! (a tmpfs with the standard device nodes, a private devpts and `/dev/shm`), `/sys` (a
-//! read-only bind of the host's when the network namespace is shared), and every requested
-//! [`Mount`] — all attached with `move_mount` onto `O_PATH` fds of their targets inside the
-//! detached root mount. Targets are resolved beneath the root fd (`openat2` with
-//! `RESOLVE_IN_ROOT`), so a symlinked `/dev` or mount target in an image lands inside the
-//! root, never on the host (SECURITY-CLASSES 3, 4). Nothing is ever mounted on a host path.
+//! (a `nodev` tmpfs with the standard device nodes bound in, a private devpts and `/dev/shm`),
+//! `/sys` (a read-only bind of the host's sysfs alone when the network namespace is shared), and
+//! every requested [`Mount`] (all `nodev`) — all attached with `move_mount` onto `O_PATH` fds
+//! of their targets inside the detached root mount. Targets are resolved beneath the root fd
+//! (`openat2` with `RESOLVE_IN_ROOT`), so a symlinked `/dev` or mount target in an image lands
+//! inside the root, never on the host (SECURITY-CLASSES 3, 4). Nothing is ever mounted on a
+//! host path.
 //!
 //! Targets that did not exist are created as stubs; the ones created in the root filesystem
 //! itself are reported back so that they can be removed from the layer afterwards.
@@ -122,13 +123,12 @@ pub(crate) fn assemble(
     let sys_target = if new_network {
         Some(sys_dir)
     } else {
-        // The host's network namespace: its sysfs, read-only.
+        // The host's network namespace: its sysfs, read-only, without the mounts below it
+        // (the host's cgroup hierarchies list host processes; debugfs, tracefs, bpf).
         let sys = open_tree(
             rustix::fs::CWD,
             c"/sys",
-            OpenTreeFlags::OPEN_TREE_CLONE
-                | OpenTreeFlags::OPEN_TREE_CLOEXEC
-                | OpenTreeFlags::AT_RECURSIVE,
+            OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
         )
         .map_err(fail("cloning /sys"))?;
         sys::mount_setattr(
@@ -188,10 +188,13 @@ pub(crate) fn assemble(
                 f
             }
         };
+        // No mount opens device nodes: in a writable host directory (a cache mount) a node
+        // made with CAP_MKNOD would reach any host device.
+        let mut attrs = sys::MOUNT_ATTR_NODEV;
         if m.readonly {
-            sys::mount_setattr(mnt.as_fd(), c"", true, true, sys::MOUNT_ATTR_RDONLY)
-                .map_err(fail(&what))?;
+            attrs |= sys::MOUNT_ATTR_RDONLY;
         }
+        sys::mount_setattr(mnt.as_fd(), c"", true, true, attrs).map_err(fail(&what))?;
         mount_on(&mnt, target.as_fd()).map_err(fail(&what))?;
         keep.push(mnt);
     }
@@ -282,23 +285,34 @@ impl FileStore {
 /// `/dev`: a tmpfs with null, zero, full, random, urandom and tty, the standard links, a new
 /// devpts instance on `pts` (with `ptmx` pointing into it) and a tmpfs on `shm`.
 fn dev_tree() -> Result<OwnedFd, SandboxError> {
+    // `nodev`: root in the sandbox keeps CAP_MKNOD (Docker's set), and without a device cgroup
+    // a node it makes in a writable place without `nodev` would open any host device (a disk,
+    // a console). The six standard nodes live in a second, never attached tmpfs without
+    // `nodev`; each is bound alone onto an empty file in /dev.
     let dev = new_fs(
         "tmpfs",
         &[("mode", "755".into()), ("size", "65536k".into())],
+        MountAttrFlags::MOUNT_ATTR_NOSUID
+            | MountAttrFlags::MOUNT_ATTR_NODEV
+            | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+    )?;
+    let nodes = new_fs(
+        "tmpfs",
+        &[("mode", "700".into()), ("size", "64k".into())],
         MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC,
     )?;
-    let root = Root::from_fd(dev.try_clone().map_err(|e| SandboxError::Io {
-        what: "dup".into(),
-        source: e,
-    })?)
-    .map_err(|e| SandboxError::Fs {
-        what: "opening /dev".into(),
-        source: e,
-    })?;
+    let dup = |fd: &OwnedFd| {
+        fd.try_clone().map_err(|e| SandboxError::Io {
+            what: "dup".into(),
+            source: e,
+        })
+    };
     let fs = |e| SandboxError::Fs {
         what: "populating /dev".into(),
         source: e,
     };
+    let root = Root::from_fd(dup(&dev)?).map_err(fs)?;
+    let nodes_root = Root::from_fd(dup(&nodes)?).map_err(fs)?;
     for (name, major, minor) in [
         ("null", 1, 3),
         ("zero", 1, 5),
@@ -307,9 +321,19 @@ fn dev_tree() -> Result<OwnedFd, SandboxError> {
         ("urandom", 1, 9),
         ("tty", 5, 0),
     ] {
-        root.mknod(name, NodeKind::Char, 0o666, major, minor)
+        nodes_root
+            .mknod(name, NodeKind::Char, 0o666, major, minor)
             .map_err(fs)?;
-        root.chmod(name, 0o666).map_err(fs)?;
+        nodes_root.chmod(name, 0o666).map_err(fs)?;
+        drop(root.create_file(name, 0o666).map_err(fs)?);
+        let node = open_tree(
+            &nodes,
+            name,
+            OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+        )
+        .map_err(fail("cloning a device node"))?;
+        let t = root.open_path(name, true).map_err(fs)?;
+        mount_on(&node, t.as_fd()).map_err(fail("mounting a device node"))?;
     }
     for (name, target) in [
         ("fd", "/proc/self/fd"),
