@@ -245,7 +245,10 @@ pub fn run_step(rs: &RunStep<'_>, view: &OverlayView, work: &Path) -> Result<(),
     let security = match rs.run.security {
         SecurityMode::Sandbox => Security::default(),
         SecurityMode::Insecure if rs.options.allow_insecure => Security {
-            capabilities: u64::MAX >> (63 - 40),
+            // Every capability rbuild itself has (asking for more fails).
+            capabilities: rustix::thread::capabilities(None)
+                .map(|c| c.permitted.bits())
+                .unwrap_or(rbuild_executor::sandbox::DEFAULT_CAPABILITIES),
             no_new_privs: false,
             seccomp: false,
         },
