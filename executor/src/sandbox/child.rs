@@ -238,6 +238,18 @@ fn setup_and_exec(plan: &ChildPlan<'_>) -> Result<Never, (ChildStep, Errno)> {
         )
         .map_err(at(MountSys))?;
         mount_on(&sys, target).map_err(at(MountSys))?;
+        for hidden in super::tree::MASKED_SYS {
+            let Ok(t) = rustix::fs::openat(
+                &sys,
+                *hidden,
+                rustix::fs::OFlags::PATH | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            ) else {
+                continue;
+            };
+            let empty = new_mount(c"tmpfs", MountAttrFlags::MOUNT_ATTR_RDONLY).map_err(at(MountSys))?;
+            mount_on(&empty, t.as_fd()).map_err(at(MountSys))?;
+        }
     }
 
     // pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves

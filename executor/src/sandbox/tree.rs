@@ -66,6 +66,10 @@ impl MountSource {
     }
 }
 
+/// `/sys` directories hidden behind an empty read-only tmpfs (Docker's masked paths: firmware
+/// tables, and power counters that leak what other tenants compute).
+pub(crate) const MASKED_SYS: &[&std::ffi::CStr] = &[c"firmware", c"devices/virtual/powercap"];
+
 /// What assembling the tree added to the root filesystem: mount points that did not exist
 /// (to remove from the step's layer afterwards) and the existing directories they were made
 /// in (which overlayfs copied up, and which go back to the lower layer's copy when nothing
@@ -143,6 +147,13 @@ pub(crate) fn assemble(
         )
         .map_err(fail("making /sys read-only"))?;
         mount_on(&sys, sys_dir.as_fd()).map_err(fail("mounting /sys"))?;
+        for hidden in MASKED_SYS {
+            let Ok(t) = openat(&sys, *hidden, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) else {
+                continue;
+            };
+            let empty = new_fs("tmpfs", &[], MountAttrFlags::MOUNT_ATTR_RDONLY)?;
+            mount_on(&empty, t.as_fd()).map_err(fail("masking a /sys directory"))?;
+        }
         None
     };
 
