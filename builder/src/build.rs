@@ -466,7 +466,8 @@ impl StageRun<'_> {
                 &view,
                 work.path(),
             )?;
-            return self.finish_layer(view, &work, layers);
+            // BuildKit gives every RUN a layer, even one that changed nothing.
+            return self.finish_layer(view, &work, layers, true);
         }
         // A `--from` source: that stage's (or image's) root filesystem, through its own overlay.
         let from_work;
@@ -508,20 +509,22 @@ impl StageRun<'_> {
             &source,
             view.root(),
         )?;
-        self.finish_layer(view, &work, layers)
+        self.finish_layer(view, &work, layers, false)
     }
 
-    /// Turns a finished step's upper dir into its layer (`None` when it changed nothing).
+    /// Turns a finished step's upper dir into its layer (`None` when it changed nothing,
+    /// unless `keep_empty`).
     fn finish_layer(
         &self,
         view: OverlayView,
         work: &rbuild_cache::WorkDir,
         layers: &[StageLayer],
+        keep_empty: bool,
     ) -> Result<Option<StageLayer>, BuildError> {
         let store = self.store;
         drop(view);
         let upper = work.path().join("upper");
-        if is_empty_dir(&upper)? {
+        if !keep_empty && is_empty_dir(&upper)? {
             return Ok(None);
         }
         let layer = commit_layer(store, &upper, layers.last(), &self.req.layer_options)?;
