@@ -703,11 +703,17 @@ fn cache_dir(
         .map_err(io("setting a cache mount's mode"))?;
         std::os::unix::fs::lchown(&new, Some(m.uid.unwrap_or(0)), Some(m.gid.unwrap_or(0)))
             .map_err(io("setting a cache mount's owner"))?;
-        // Another build may have made it meanwhile: theirs wins.
-        if let Err(e) = std::fs::rename(&new, &dir) {
-            if !dir.exists() {
-                return Err(io("creating a cache mount")(e));
-            }
+        // Another step or build may have made it meanwhile: theirs wins. (A plain rename
+        // would replace theirs when it is still empty, under a step that has it open.)
+        match rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &new,
+            rustix::fs::CWD,
+            &dir,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(io("creating a cache mount")(e.into())),
         }
     }
     Ok(dir)
