@@ -20,9 +20,10 @@ use rbuild_solver::{
     StageBase,
 };
 
+use crate::cachekey::{self, base_key, step_key};
 use crate::config::{is_metadata_only, StageConfig};
 use crate::error::BuildError;
-use crate::fileops::{apply_file_step, FileStep, SourceRoot};
+use crate::fileops::{apply_file_step, step_copy_op, FileStep, SourceRoot};
 use crate::layers::{base_layers, commit_layer, lower_dirs, StageLayer};
 use crate::overlay::OverlayView;
 use crate::run::{run_step, RunOptions, RunStep, StageRoots};
@@ -42,10 +43,34 @@ pub struct BuildRequest {
     pub labels: BTreeMap<String, String>,
     /// Layer compression and the manifest format.
     pub layer_options: LayerOptions,
-    /// `created` timestamps (RFC 3339); `None` leaves them out.
+    /// `created` timestamps (RFC 3339); `None` leaves them out. `source_date_epoch`, when set,
+    /// replaces it.
     pub created: Option<String>,
+    /// `SOURCE_DATE_EPOCH` (Unix seconds), for reproducible images: `created` in the config
+    /// and in the history entries the build adds becomes this time, and layer file mtimes
+    /// newer than it are clamped to it (`layer_options.source_date_epoch`), as BuildKit does
+    /// with `SOURCE_DATE_EPOCH` and its exporters' `rewrite-timestamp=true`.
+    pub source_date_epoch: Option<i64>,
     /// Secrets, SSH agents, network and limits of RUN steps.
     pub run: RunOptions,
+    /// `--no-cache`: run every step (results are still recorded for later builds).
+    pub no_cache: bool,
+    /// `--no-cache-filter`: stages (by name or index) whose steps all run.
+    pub no_cache_filter: Vec<String>,
+    /// `--jobs`: how many stages run at once (0: all that are ready).
+    pub jobs: usize,
+}
+
+impl BuildRequest {
+    /// The request with `source_date_epoch` (if any) applied to `created` and the layer options.
+    fn with_source_date_epoch(&self) -> BuildRequest {
+        let mut req = self.clone();
+        if let Some(epoch) = req.source_date_epoch {
+            req.created = Some(rbuild_image::config::format_rfc3339_nano(epoch, 0));
+            req.layer_options.source_date_epoch = Some(epoch);
+        }
+        req
+    }
 }
 
 /// What a build reports while it runs.
@@ -63,6 +88,16 @@ pub enum BuildEvent {
     StepOutput {
         step: usize,
         line: String,
+    },
+    /// Step `step` was not run: the store held its result (BuildKit's `CACHED`).
+    StepCached {
+        step: usize,
+    },
+    /// Step `step` failed after `elapsed`.
+    StepFailed {
+        step: usize,
+        elapsed: Duration,
+        error: String,
     },
     /// Step `step` finished.
     StepDone {
@@ -83,6 +118,8 @@ pub struct BuiltImage {
 /// A finished stage: its image config and layers.
 #[derive(Debug, Clone)]
 struct StageImage {
+    /// The key of the stage's last step: what the stage's result is a function of.
+    key: Digest,
     config: ImageConfig,
     layers: Vec<StageLayer>,
     /// The RUN environment a stage built FROM this one starts with (ARG values included).
@@ -144,6 +181,7 @@ pub fn build(
     req: &BuildRequest,
     on_event: &mut (dyn FnMut(BuildEvent) + Send),
 ) -> Result<BuiltImage, BuildError> {
+    let req = &req.with_source_date_epoch();
     let file = parse(&req.dockerfile)?;
     for w in &file.warnings {
         on_event(BuildEvent::Warning(w.message.clone()));
@@ -178,6 +216,7 @@ pub fn build(
         })
         .collect();
     let run = StageRun {
+        cancelled: std::sync::atomic::AtomicBool::new(false),
         stage_names,
         context_view: Mutex::new(None),
         store,
@@ -189,32 +228,8 @@ pub fn build(
         total,
         on_event: Mutex::new(on_event),
     };
-    let mut done: BTreeMap<usize, StageImage> = BTreeMap::new();
-    for wave in waves(&plan.stages)? {
-        // Every stage of a wave has its inputs built: independent stages run side by side.
-        let finished: Vec<(usize, Result<StageImage, BuildError>)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = wave
-                .iter()
-                .map(|stage| {
-                    let (run, done) = (&run, &done);
-                    (stage.index, scope.spawn(move || run.stage(stage, done)))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|(i, h)| {
-                    (
-                        i,
-                        h.join()
-                            .unwrap_or(Err(BuildError::Internal("a stage's thread panicked"))),
-                    )
-                })
-                .collect()
-        });
-        for (index, result) in finished {
-            done.insert(index, result?);
-        }
-    }
+    let done = run_stages(&run, &plan.stages, req.jobs)?;
+    let mut done = done;
     let target = done
         .remove(&plan.target)
         .ok_or(BuildError::Internal("the target stage was not built"))?;
@@ -260,6 +275,8 @@ fn in_step(step: &PlannedStep, e: BuildError) -> BuildError {
 
 /// What every stage of one build shares; stages of one wave use it from several threads.
 struct StageRun<'a> {
+    /// Set when a stage failed: the others stop at their next step.
+    cancelled: std::sync::atomic::AtomicBool,
     /// Stage names and indexes (as text) of the plan, for `--mount from=`.
     stage_names: BTreeMap<String, usize>,
     /// The context with `.dockerignore` applied, for bind mounts (made on first use).
@@ -274,6 +291,91 @@ struct StageRun<'a> {
     on_event: Mutex<&'a mut (dyn FnMut(BuildEvent) + Send)>,
 }
 
+/// Runs `stages`, each as soon as the stages it reads are built, at most `jobs` at once (all
+/// that are ready when `jobs` is 0). After a failure no new stage starts; stages already
+/// running stop at their next step; every failure that happened is reported.
+fn run_stages(
+    run: &StageRun<'_>,
+    stages: &[PlannedStage],
+    jobs: usize,
+) -> Result<BTreeMap<usize, StageImage>, BuildError> {
+    use std::sync::mpsc;
+    let limit = if jobs == 0 { usize::MAX } else { jobs };
+    let mut done: BTreeMap<usize, StageImage> = BTreeMap::new();
+    let mut pending: Vec<&PlannedStage> = stages.iter().collect();
+    let mut failures: Vec<BuildError> = Vec::new();
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::channel::<(usize, Result<StageImage, BuildError>)>();
+        let mut running = 0usize;
+        loop {
+            if failures.is_empty() {
+                while running < limit {
+                    let Some(pos) = pending
+                        .iter()
+                        .position(|s| stage_inputs(s, stages).iter().all(|i| done.contains_key(i)))
+                    else {
+                        break;
+                    };
+                    let stage = pending.remove(pos);
+                    // What the stage reads, as of now (they are all built).
+                    let inputs: BTreeMap<usize, StageImage> = stage_inputs(stage, stages)
+                        .into_iter()
+                        .filter_map(|i| done.get(&i).map(|s| (i, s.clone())))
+                        .collect();
+                    let tx = tx.clone();
+                    scope.spawn(move || {
+                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            run.stage(stage, &inputs)
+                        }))
+                        .unwrap_or(Err(BuildError::Internal("a stage's thread panicked")));
+                        let _ = tx.send((stage.index, result));
+                    });
+                    running += 1;
+                }
+            }
+            if running == 0 {
+                if failures.is_empty() && !pending.is_empty() {
+                    failures.push(BuildError::Internal(
+                        "no stage is ready to run (a dependency cycle)",
+                    ));
+                }
+                break;
+            }
+            let Ok((index, result)) = rx.recv() else {
+                failures.push(BuildError::Internal("a stage's thread vanished"));
+                break;
+            };
+            running -= 1;
+            match result {
+                Ok(image) => {
+                    done.insert(index, image);
+                }
+                Err(e) => {
+                    // The others stop at their next step.
+                    run.cancelled.store(true, Ordering::SeqCst);
+                    if !matches!(e, BuildError::Cancelled) {
+                        failures.push(e);
+                    }
+                }
+            }
+        }
+    });
+    match failures.len() {
+        0 => Ok(done),
+        1 => Err(failures.remove(0)),
+        _ => {
+            let first = failures.remove(0);
+            Err(BuildError::Several {
+                first: Box::new(first),
+                others: failures,
+            })
+        }
+    }
+}
+
+/// The dependency levels of `stages` (a description of [`stage_inputs`] for tests; the
+/// scheduler itself starts each stage as soon as its own inputs are built).
+#[cfg(test)]
 /// Groups stages into waves: each wave holds the stages whose inputs all come from earlier
 /// waves, so a wave's stages can run at the same time.
 fn waves(stages: &[PlannedStage]) -> Result<Vec<Vec<&PlannedStage>>, BuildError> {
@@ -365,8 +467,9 @@ impl StageRun<'_> {
         });
         let started = Instant::now();
         let mut inherited_env = None;
-        let (base_config, mut layers) = match &stage.base {
-            StageBase::Scratch => (None, Vec::new()),
+        let platform = self.req.options.platform.to_string();
+        let (base_config, mut layers, mut key) = match &stage.base {
+            StageBase::Scratch => (None, Vec::new(), base_key("scratch", "", &platform)),
             StageBase::Image(reference) => {
                 let (manifest, config) =
                     self.lookup(reference)
@@ -375,16 +478,27 @@ impl StageRun<'_> {
                             reason,
                         })?;
                 let layers = base_layers(store, &manifest.layers, &config.rootfs.diff_ids)?;
-                (Some(config), layers)
+                let key = base_key("image", manifest.config.digest.as_str(), &platform);
+                (Some(config), layers, key)
             }
             StageBase::Stage(i) => {
                 let parent = done.get(i).ok_or(BuildError::Internal(
                     "a stage ran before the stage it is based on",
                 ))?;
                 inherited_env = Some(parent.run_env.clone());
-                (Some(parent.config.clone()), parent.layers.clone())
+                (
+                    Some(parent.config.clone()),
+                    parent.layers.clone(),
+                    parent.key.clone(),
+                )
             }
         };
+        let use_cache = !self.req.no_cache
+            && !self
+                .req
+                .no_cache_filter
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case(&stage_name) || *f == stage.index.to_string());
         self.event(BuildEvent::StepDone {
             step: step_no,
             elapsed: started.elapsed(),
@@ -397,6 +511,9 @@ impl StageRun<'_> {
             if rbuild_executor::sandbox::interrupted() {
                 return Err(BuildError::Interrupted);
             }
+            if self.cancelled.load(Ordering::SeqCst) {
+                return Err(BuildError::Cancelled);
+            }
             let step_no = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
             self.event(BuildEvent::StepStarted {
                 stage: stage_name.clone(),
@@ -405,13 +522,55 @@ impl StageRun<'_> {
                 text: step.step.original.clone(),
             });
             let started = Instant::now();
-            let created_by = sc.apply(step).map_err(|e| in_step(step, e))?;
-            let mut empty_layer = is_metadata_only(&step.step.instruction);
-            if !empty_layer {
-                match self
-                    .file_step(step, step_no, &sc, &layers, done)
-                    .map_err(|e| in_step(step, e))?
-                {
+            let fail = |e: BuildError| {
+                let e = in_step(step, e);
+                self.event(BuildEvent::StepFailed {
+                    step: step_no,
+                    elapsed: started.elapsed(),
+                    error: e.to_string(),
+                });
+                e
+            };
+            let metadata_only = is_metadata_only(&step.step.instruction);
+            // The key is of the step in the stage state before it.
+            let inputs = if metadata_only {
+                Some(Vec::new())
+            } else {
+                self.step_inputs(step, &sc, done).map_err(fail)?
+            };
+            let cacheable = inputs.is_some();
+            key = step_key(
+                &key,
+                step,
+                &sc,
+                &self.req.layer_options,
+                &inputs.unwrap_or_default(),
+            );
+            let created_by = sc.apply(step).map_err(fail)?;
+            let mut empty_layer = metadata_only;
+            let mut cached = false;
+            if !metadata_only {
+                let hit = if use_cache && cacheable {
+                    cachekey::lookup(store, &key).map_err(fail)?
+                } else {
+                    None
+                };
+                let layer = match hit {
+                    Some(layer) => {
+                        cached = true;
+                        layer
+                    }
+                    None => {
+                        let layer = self
+                            .file_step(step, step_no, &sc, &layers, done)
+                            .map_err(fail)?;
+                        if cacheable {
+                            cachekey::record(store, &key, layer.as_ref()).map_err(fail)?;
+                        }
+                        layer
+                    }
+                };
+                match layer {
                     Some(layer) => layers.push(layer),
                     None => empty_layer = true,
                 }
@@ -419,12 +578,17 @@ impl StageRun<'_> {
             if let Some(created_by) = created_by {
                 sc.push_history(created_by, self.req.created.clone(), empty_layer);
             }
-            self.event(BuildEvent::StepDone {
-                step: step_no,
-                elapsed: started.elapsed(),
-            });
+            if cached {
+                self.event(BuildEvent::StepCached { step: step_no });
+            } else {
+                self.event(BuildEvent::StepDone {
+                    step: step_no,
+                    elapsed: started.elapsed(),
+                });
+            }
         }
         Ok(StageImage {
+            key,
             run_env: sc.run_env().to_vec(),
             config: sc.config,
             layers,
@@ -533,6 +697,96 @@ impl StageRun<'_> {
 }
 
 impl StageRun<'_> {
+    /// A source stage's key or an image's config digest, for `--from` inputs.
+    fn source_id(
+        &self,
+        from: &str,
+        done: &BTreeMap<usize, StageImage>,
+    ) -> Result<String, BuildError> {
+        if let Some(i) = self.stage_names.get(&from.to_ascii_lowercase()) {
+            let stage = done
+                .get(i)
+                .ok_or(BuildError::Internal("a --from stage was not built first"))?;
+            return Ok(format!("stage {}", stage.key));
+        }
+        let (manifest, _) = self.lookup(from).map_err(|reason| BuildError::Mount {
+            what: format!("--from={from}"),
+            source: std::io::Error::other(reason),
+        })?;
+        Ok(format!("image {}", manifest.config.digest))
+    }
+
+    /// What a step reads besides its definition, as key inputs; `None` when its result cannot
+    /// be known from its inputs (never cached).
+    fn step_inputs(
+        &self,
+        step: &PlannedStep,
+        sc: &StageConfig,
+        done: &BTreeMap<usize, StageImage>,
+    ) -> Result<Option<Vec<(String, String)>>, BuildError> {
+        let mut inputs = Vec::new();
+        match &step.step.instruction {
+            Instruction::Copy(_) | Instruction::Add(_) => match &step.copy_from {
+                Some(FromSource::Stage(i)) => {
+                    let stage = done
+                        .get(i)
+                        .ok_or(BuildError::Internal("a --from stage was not built first"))?;
+                    inputs.push(("from".into(), format!("stage {}", stage.key)));
+                }
+                Some(FromSource::Image(reference)) => {
+                    inputs.push(("from".into(), self.source_id(reference, done)?));
+                }
+                None => {
+                    let source = SourceRoot::Context {
+                        root: self.context,
+                        ignore: self.ignore,
+                    };
+                    let Some(op) = step_copy_op(step, sc.workdir(), &source, None)? else {
+                        return Ok(Some(inputs));
+                    };
+                    let sum = rbuild_executor::checksum::checksum(
+                        &op,
+                        self.context,
+                        &rbuild_executor::NoIndex,
+                    )?;
+                    if !sum.remote_urls.is_empty() && op.checksum.is_none() {
+                        // A URL's content is only known by downloading it.
+                        return Ok(None);
+                    }
+                    inputs.push(("context".into(), sum.digest_string()));
+                }
+            },
+            Instruction::Run(run) => {
+                for m in &run.mounts {
+                    use rbuild_parser::mount::MountType;
+                    match (m.kind, &m.from) {
+                        (MountType::Bind, None) => {
+                            let op = rbuild_executor::CopyOp {
+                                sources: vec![m.source.clone().unwrap_or_else(|| ".".into())],
+                                dest: "/".into(),
+                                ignore: self.ignore.cloned(),
+                                keep_owners: true,
+                                ..rbuild_executor::CopyOp::default()
+                            };
+                            let sum = rbuild_executor::checksum::checksum(
+                                &op,
+                                self.context,
+                                &rbuild_executor::NoIndex,
+                            )?;
+                            inputs.push(("bind".into(), sum.digest_string()));
+                        }
+                        (MountType::Bind | MountType::Cache, Some(from)) => {
+                            inputs.push(("mount-from".into(), self.source_id(from, done)?));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(Some(inputs))
+    }
+
     /// The build context as RUN bind mounts see it: the context dir itself, or, when a
     /// `.dockerignore` applies, a copy without the ignored files (made once per build).
     fn context_view(&self) -> Result<PathBuf, BuildError> {

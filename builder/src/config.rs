@@ -484,7 +484,8 @@ mod tests {
 
     #[test]
     fn run_env_and_history_follow_arg_and_env_order() {
-        let src = "FROM base\nENV E=env\nARG A=1\nARG E=arg\nARG B\nARG A=2\nENV A=env-a\nRUN true\n";
+        let src =
+            "FROM base\nENV E=env\nARG A=1\nARG E=arg\nARG B\nARG A=2\nENV A=env-a\nRUN true\n";
         let file = rbuild_parser::instruction::parse(src).unwrap_or_else(|e| panic!("{e}"));
         let plan = rbuild_solver::plan(&file, &Default::default(), &mut AnyImage)
             .unwrap_or_else(|e| panic!("{e}"));

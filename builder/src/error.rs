@@ -61,6 +61,15 @@ pub enum BuildError {
     /// The build was interrupted (Ctrl-C).
     #[error("interrupted")]
     Interrupted,
+    /// A stage stopped because another one failed.
+    #[error("cancelled: another stage failed")]
+    Cancelled,
+    /// Several stages failed; `first` is the first that did.
+    #[error("{first}\n(and {} more failed stage(s): {})", others.len(), others.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Several {
+        first: Box<BuildError>,
+        others: Vec<BuildError>,
+    },
     /// A bug: an invariant of the build driver did not hold.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -75,6 +84,7 @@ impl BuildError {
             BuildError::Instruction { span, .. }
             | BuildError::Unsupported { span, .. }
             | BuildError::Step { span, .. } => Some(*span),
+            BuildError::Several { first, .. } => first.span(),
             _ => None,
         }
     }

@@ -48,42 +48,22 @@ pub fn apply_file_step(
             Ok(())
         }
         Instruction::Copy(c) => {
-            let op = copy_op(
-                &c.files,
-                fs.workdir,
-                c.chown.as_ref().map(|s| s.value.as_str()),
-                c.chmod.as_ref().map(|s| s.value.as_str()),
-                source,
-                dest,
-            )?;
-            let op = CopyOp {
-                excludes: c.excludes.iter().map(|e| e.value.clone()).collect(),
-                parents: c.parents,
-                link: c.link,
-                // BuildKit keeps owners for `COPY --from` another stage or image.
-                keep_owners: matches!(source, SourceRoot::Stage { .. }),
-                ..op
+            let chown = match &c.chown {
+                Some(spec) => Some(resolve_chown(&spec.value, dest)?),
+                None => None,
             };
+            let op = step_copy_op(fs.step, fs.workdir, source, chown)?
+                .ok_or(BuildError::Internal("COPY without a copy operation"))?;
             copy(&op, source_root(source), dest)?;
             Ok(())
         }
         Instruction::Add(a) => {
-            let op = copy_op(
-                &a.files,
-                fs.workdir,
-                a.chown.as_ref().map(|s| s.value.as_str()),
-                a.chmod.as_ref().map(|s| s.value.as_str()),
-                source,
-                dest,
-            )?;
-            let op = CopyOp {
-                excludes: a.excludes.iter().map(|e| e.value.clone()).collect(),
-                link: a.link,
-                add: true,
-                unpack_archives: a.unpack.unwrap_or(true),
-                checksum: a.checksum.as_ref().map(|c| c.value.clone()),
-                ..op
+            let chown = match &a.chown {
+                Some(spec) => Some(resolve_chown(&spec.value, dest)?),
+                None => None,
             };
+            let op = step_copy_op(fs.step, fs.workdir, source, chown)?
+                .ok_or(BuildError::Internal("ADD without a copy operation"))?;
             copy(&op, source_root(source), dest)?;
             Ok(())
         }
@@ -91,6 +71,55 @@ pub fn apply_file_step(
             "a step without a file operation reached the file operations",
         )),
     }
+}
+
+/// The executor's operation for a COPY or ADD step (`None` for any other step), with `chown`
+/// already resolved (or `None`: the files are owned by root, or by their source owners for
+/// `--from`). `workdir` is the stage's WORKDIR before the step.
+pub fn step_copy_op(
+    step: &PlannedStep,
+    workdir: &str,
+    source: &SourceRoot<'_>,
+    chown: Option<(u32, u32)>,
+) -> Result<Option<CopyOp>, BuildError> {
+    let op = match &step.step.instruction {
+        Instruction::Copy(c) => {
+            let op = copy_op(
+                &c.files,
+                workdir,
+                chown,
+                c.chmod.as_ref().map(|s| s.value.as_str()),
+                source,
+            )?;
+            CopyOp {
+                excludes: c.excludes.iter().map(|e| e.value.clone()).collect(),
+                parents: c.parents,
+                link: c.link,
+                // BuildKit keeps owners for `COPY --from` another stage or image.
+                keep_owners: matches!(source, SourceRoot::Stage { .. }),
+                ..op
+            }
+        }
+        Instruction::Add(a) => {
+            let op = copy_op(
+                &a.files,
+                workdir,
+                chown,
+                a.chmod.as_ref().map(|s| s.value.as_str()),
+                source,
+            )?;
+            CopyOp {
+                excludes: a.excludes.iter().map(|e| e.value.clone()).collect(),
+                link: a.link,
+                add: true,
+                unpack_archives: a.unpack.unwrap_or(true),
+                checksum: a.checksum.as_ref().map(|c| c.value.clone()),
+                ..op
+            }
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(op))
 }
 
 fn source_root<'a>(source: &'a SourceRoot<'a>) -> &'a Root {
@@ -102,15 +131,10 @@ fn source_root<'a>(source: &'a SourceRoot<'a>) -> &'a Root {
 fn copy_op(
     files: &SourcesAndDest,
     workdir: &str,
-    chown: Option<&str>,
+    chown: Option<(u32, u32)>,
     chmod: Option<&str>,
     source: &SourceRoot<'_>,
-    dest: &Root,
 ) -> Result<CopyOp, BuildError> {
-    let chown = match chown {
-        Some(spec) => Some(resolve_chown(spec, dest)?),
-        None => None,
-    };
     let chmod = match chmod {
         Some(spec) => Some(parse_chmod(spec).map_err(|reason| BuildError::Instruction {
             span: files.dest.span,

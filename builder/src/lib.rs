@@ -3,6 +3,7 @@
 //! and exports the result.
 
 pub mod build;
+pub mod cachekey;
 pub mod config;
 pub mod error;
 pub mod export;

@@ -43,6 +43,16 @@ impl Digest {
         }
     }
 
+    /// The digest whose sha256 value is `bytes`.
+    pub fn from_sha256(bytes: [u8; 32]) -> Digest {
+        let mut text = String::with_capacity(SHA256_PREFIX.len() + SHA256_HEX_LEN);
+        text.push_str(SHA256_PREFIX);
+        for b in bytes {
+            text.push_str(&format!("{b:02x}"));
+        }
+        Digest { text }
+    }
+
     /// The digest of `bytes`.
     pub fn of_bytes(bytes: &[u8]) -> Digest {
         Digest::from_hasher(Sha256::new_with_prefix(bytes))

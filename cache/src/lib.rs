@@ -1,5 +1,6 @@
 //! The on-disk content-addressed store every build uses: verified blobs, the image index, and
-//! unpacked layer snapshots, under one 0700 root with a versioned layout.
+//! unpacked layer snapshots, under one 0700 root with a versioned layout — plus the per-context
+//! index of file digests ([`FileIndex`]) that spares re-reading unchanged build-context files.
 //!
 //! Everything written is written atomically (temp file or dir in the store, fsync, rename, fsync
 //! of the directory), everything read from a blob is checked against its digest, and blobs are
@@ -10,8 +11,10 @@
 mod blob;
 mod digest;
 mod error;
+mod file_index;
 mod fsx;
 mod images;
+mod keys;
 mod lock;
 mod snapshots;
 mod store;
@@ -21,7 +24,9 @@ use std::path::PathBuf;
 pub use blob::{BlobStore, BlobWriter};
 pub use digest::{Digest, DigestWriter, VerifiedReader};
 pub use error::StoreError;
+pub use file_index::{FileDigests, FileIndex, FileKey, NoIndex};
 pub use images::{ImageDb, ImageRecord};
+pub use keys::KeyIndex;
 pub use lock::{LockMode, StoreLock};
 pub use snapshots::{Snapshot, SnapshotStore};
 pub use store::{Store, WorkDir, LAYOUT_DIR};

@@ -8,6 +8,7 @@
 //!     blobs/sha256/<hex>       content-addressed blobs
 //!     images.json, images.lock the image index
 //!     snapshots/<hex>/{fs,parent}
+//!     cachekeys/<hex>          what the build step with that cache key produced
 //!     tmp/                     temp files and dirs, renamed into place when complete
 //!     trash/                   removed snapshots, deleted from here
 //! ```
@@ -20,6 +21,7 @@ use crate::blob::BlobStore;
 use crate::error::{IoResultExt, StoreError};
 use crate::fsx::{self, PRIVATE_DIR_MODE};
 use crate::images::ImageDb;
+use crate::keys::KeyIndex;
 use crate::lock::{FileLock, LockMode, StoreLock};
 use crate::snapshots::SnapshotStore;
 
@@ -35,6 +37,7 @@ pub struct Store {
     blobs: BlobStore,
     images: ImageDb,
     snapshots: SnapshotStore,
+    keys: KeyIndex,
 }
 
 impl Store {
@@ -61,11 +64,21 @@ impl Store {
         let snapshots = layout.join("snapshots");
         let tmp = layout.join("tmp");
         let trash = layout.join("trash");
-        for dir in [&layout, &blobs_parent, &blobs, &snapshots, &tmp, &trash] {
+        let cachekeys = layout.join("cachekeys");
+        for dir in [
+            &layout,
+            &blobs_parent,
+            &blobs,
+            &snapshots,
+            &tmp,
+            &trash,
+            &cachekeys,
+        ] {
             fsx::ensure_private_dir(dir)?;
         }
 
         Ok(Store {
+            keys: KeyIndex::new(cachekeys, tmp.clone()),
             blobs: BlobStore::new(blobs, tmp.clone()),
             images: ImageDb::new(
                 layout.join("images.json"),
@@ -101,6 +114,11 @@ impl Store {
     /// The image index.
     pub fn images(&self) -> &ImageDb {
         &self.images
+    }
+
+    /// The cache-key index (build steps' results).
+    pub fn cache_keys(&self) -> &KeyIndex {
+        &self.keys
     }
 
     /// The unpacked layer snapshots.

@@ -54,9 +54,15 @@ pub struct BuildArgs {
     /// Print only the image ID.
     #[arg(short, long)]
     pub quiet: bool,
-    /// Do not use cached results (rbuild has no build cache yet, so every step runs anyway).
+    /// Do not use cached results: run every step (their results are still recorded).
     #[arg(long = "no-cache")]
     pub no_cache: bool,
+    /// How many stages may run at once (default: every stage whose inputs are ready).
+    #[arg(long, default_value_t = 0)]
+    pub jobs: usize,
+    /// Do not use cached results for these stages (names or indexes; repeatable).
+    #[arg(long = "no-cache-filter", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
     /// A secret RUN steps can mount: `id=ID[,src=PATH|,env=VAR]` (`src` defaults to the
     /// environment variable ID when it is set; never stored in the image or its history).
     #[arg(long = "secret")]
@@ -79,6 +85,11 @@ pub struct BuildArgs {
     /// CPU CFS quota of each RUN step in microseconds per period.
     #[arg(long = "cpu-quota")]
     pub cpu_quota: Option<u64>,
+    /// A reproducible image: `created` in the config and history is this Unix time, and file
+    /// mtimes in the layers newer than it are clamped to it (default: `--build-arg
+    /// SOURCE_DATE_EPOCH`, then the SOURCE_DATE_EPOCH environment variable).
+    #[arg(long = "source-date-epoch", value_name = "SECONDS", value_parser = clap::value_parser!(i64).range(0..))]
+    pub source_date_epoch: Option<i64>,
     /// The build context directory.
     pub context: Option<String>,
 }
@@ -256,6 +267,53 @@ pub fn parse_output(spec: &str) -> anyhow::Result<(Output, CompressionChoice)> {
     ))
 }
 
+/// The build arg (and environment variable) that sets the reproducible-build timestamp.
+const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
+
+/// The build's `SOURCE_DATE_EPOCH`: `--source-date-epoch`, else `--build-arg
+/// SOURCE_DATE_EPOCH=…` (BuildKit's way), else the environment variable. An empty value counts
+/// as unset; anything but a non-negative integer number of seconds is an error.
+fn resolve_source_date_epoch(
+    flag: Option<i64>,
+    build_arg: Option<&str>,
+    env: Option<&str>,
+) -> anyhow::Result<Option<i64>> {
+    if flag.is_some() {
+        return Ok(flag);
+    }
+    for (value, from) in [
+        (build_arg, "--build-arg SOURCE_DATE_EPOCH"),
+        (env, "the SOURCE_DATE_EPOCH environment variable"),
+    ] {
+        let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        return match value.parse::<i64>() {
+            Ok(secs) if secs >= 0 => Ok(Some(secs)),
+            _ => bail!("invalid {from} {value:?}: want a Unix time in seconds (e.g. $(git log -1 --format=%ct))"),
+        };
+    }
+    Ok(None)
+}
+
+/// Whether the Dockerfile declares `ARG name` (globally or in a stage). A Dockerfile that does
+/// not parse declares nothing here (the build reports its error).
+fn declares_arg(dockerfile: &str, name: &str) -> bool {
+    use rbuild_parser::instruction::Instruction;
+    let Ok(file) = rbuild_parser::instruction::parse(dockerfile) else {
+        return false;
+    };
+    let named = |a: &rbuild_parser::instruction::ArgInstruction| {
+        a.args.iter().any(|d| d.name.value == name)
+    };
+    file.meta_args.iter().any(|a| named(&a.value))
+        || file.stages.iter().any(|s| {
+            s.instructions
+                .iter()
+                .any(|i| matches!(&i.instruction, Instruction::Arg(a) if named(a)))
+        })
+}
+
 /// `NAME=VALUE` or `NAME` (value from the environment; skipped when unset, as docker does).
 fn parse_build_args(args: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
@@ -326,12 +384,27 @@ pub fn run(store_root: &Path, args: &BuildArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|| (l.clone(), String::new()))
         })
         .collect();
+    let mut build_args = parse_build_args(&args.build_args)?;
+    let source_date_epoch = resolve_source_date_epoch(
+        args.source_date_epoch,
+        build_args.get(SOURCE_DATE_EPOCH).map(String::as_str),
+        std::env::var(SOURCE_DATE_EPOCH).ok().as_deref(),
+    )?;
+    // As buildx does, the epoch is also the value of `ARG SOURCE_DATE_EPOCH` (only passed when
+    // declared, so that no "build-arg not consumed" warning appears).
+    if let Some(epoch) = source_date_epoch {
+        if !build_args.contains_key(SOURCE_DATE_EPOCH)
+            && declares_arg(&dockerfile, SOURCE_DATE_EPOCH)
+        {
+            build_args.insert(SOURCE_DATE_EPOCH.to_string(), epoch.to_string());
+        }
+    }
     let req = BuildRequest {
         context_dir: context_dir.clone(),
         dockerfile: dockerfile.clone(),
         dockerfile_path,
         options: BuildOptions {
-            build_args: parse_build_args(&args.build_args)?,
+            build_args,
             target: args.target.clone(),
             platform: platform.clone(),
             build_platform: Platform::default(),
@@ -339,7 +412,11 @@ pub fn run(store_root: &Path, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         labels,
         layer_options,
         created: Some(now_rfc3339()),
+        source_date_epoch,
         run: run_options(args)?,
+        no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
+        jobs: args.jobs,
     };
     let store = Store::open(store_root)
         .with_context(|| format!("opening the image store {}", store_root.display()))?;
@@ -528,21 +605,16 @@ fn with_dest(
     Ok(())
 }
 
-/// The current time, RFC 3339 with nanoseconds, UTC (or `SOURCE_DATE_EPOCH` when set).
+/// The current time, RFC 3339 with nanoseconds, UTC (the build replaces it with
+/// `SOURCE_DATE_EPOCH` when that is set).
 fn now_rfc3339() -> String {
-    let (secs, nanos) = match std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-    {
-        Some(s) => (s, 0),
-        None => {
-            let d = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            (i64::try_from(d.as_secs()).unwrap_or(0), d.subsec_nanos())
-        }
-    };
-    rbuild_image::config::format_rfc3339_nano(secs, nanos)
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    rbuild_image::config::format_rfc3339_nano(
+        i64::try_from(d.as_secs()).unwrap_or(0),
+        d.subsec_nanos(),
+    )
 }
 
 #[cfg(test)]
@@ -583,6 +655,43 @@ mod tests {
         ] {
             assert!(parse_output(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn source_date_epoch_sources() {
+        let r = resolve_source_date_epoch;
+        // The flag wins, then the build arg, then the environment; empty is unset.
+        assert_eq!(r(Some(5), Some("6"), Some("7")).ok(), Some(Some(5)));
+        assert_eq!(r(None, Some("6"), Some("7")).ok(), Some(Some(6)));
+        assert_eq!(r(None, None, Some(" 7\n")).ok(), Some(Some(7)));
+        assert_eq!(r(None, Some(""), Some("7")).ok(), Some(Some(7)));
+        assert_eq!(r(None, None, Some("")).ok(), Some(None));
+        assert_eq!(r(None, None, None).ok(), Some(None));
+        for bad in ["yesterday", "-1", "1.5", "1e9"] {
+            let err = r(None, None, Some(bad)).err().map(|e| e.to_string());
+            assert!(
+                err.as_deref()
+                    .is_some_and(|e| e.contains("environment variable")),
+                "{bad}: {err:?}"
+            );
+            let err = r(None, Some(bad), None).err().map(|e| e.to_string());
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains("--build-arg")),
+                "{bad}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn declared_args() {
+        let d = |text: &str| declares_arg(text, "SOURCE_DATE_EPOCH");
+        assert!(d("ARG SOURCE_DATE_EPOCH\nFROM scratch\n"));
+        assert!(d("FROM scratch\nARG A=1 SOURCE_DATE_EPOCH\n"));
+        assert!(!d(
+            "FROM scratch\nARG SOURCE_DATE_EPOCHS\nRUN echo $SOURCE_DATE_EPOCH\n"
+        ));
+        assert!(!d("FROM scratch\nENV SOURCE_DATE_EPOCH=1\n"));
+        assert!(!d("FROM\n"));
     }
 
     #[test]

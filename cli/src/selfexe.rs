@@ -184,12 +184,20 @@ fn readonly_view() -> anyhow::Result<OwnedFd> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         bail!("/proc/self/exe is {}", path.display());
     };
-    let dir_fd = rustix::fs::open(dir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(errno("opening the binary's directory"))?;
+    let dir_fd = rustix::fs::open(
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno("opening the binary's directory"))?;
     let tmp = fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(errno("fsopen tmpfs"))?;
     fsconfig_create(&tmp).map_err(errno("creating a tmpfs"))?;
-    let empty = fsmount(&tmp, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::MOUNT_ATTR_RDONLY)
-        .map_err(errno("fsmount tmpfs"))?;
+    let empty = fsmount(
+        &tmp,
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_RDONLY,
+    )
+    .map_err(errno("fsmount tmpfs"))?;
     let ovl = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(errno("fsopen overlay"))?;
     for lower in [&dir_fd, &empty] {
         let p = format!("/proc/self/fd/{}", lower.as_raw_fd());
@@ -202,8 +210,13 @@ fn readonly_view() -> anyhow::Result<OwnedFd> {
         MountAttrFlags::MOUNT_ATTR_RDONLY | MountAttrFlags::MOUNT_ATTR_NODEV,
     )
     .map_err(errno("fsmount overlay"))?;
-    let exe = openat(&mnt, name, OFlags::PATH | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())
-        .map_err(errno("opening the binary in the overlay"))?;
+    let exe = openat(
+        &mnt,
+        name,
+        OFlags::PATH | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )
+    .map_err(errno("opening the binary in the overlay"))?;
     Ok(exe)
 }
 

@@ -779,7 +779,11 @@ RUN ["/t", "check", "/fifo"]
         r.out
     );
     let (_, link, _) = &seen[&build_pid];
-    assert_ne!(Path::new(link), bin.as_path(), "rbuild runs from the host binary");
+    assert_ne!(
+        Path::new(link),
+        bin.as_path(),
+        "rbuild runs from the host binary"
+    );
     let (_, inner_link, _) = seen
         .values()
         .find(|(_, _, cmd)| cmd.starts_with("/proc/self/exe --root /t check /fifo"))

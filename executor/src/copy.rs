@@ -126,7 +126,7 @@ pub struct CopyStats {
 }
 
 /// One thing to copy, after wildcard expansion.
-enum Item {
+pub(crate) enum Item {
     Local {
         /// The source's path as written, cleaned, relative to the source root.
         lexical: Rel,
@@ -143,29 +143,14 @@ enum Item {
 
 /// Applies `op`, reading from `src` and writing into `dest`. See the [module docs](self).
 pub fn copy(op: &CopyOp, src: &Root, dest: &Root) -> Result<CopyStats, ExecError> {
-    let exclude = if op.excludes.is_empty() {
-        None
-    } else {
-        let cleaned: Vec<String> = op.excludes.iter().map(|p| clean_pattern(p)).collect();
-        Some(
-            PatternMatcher::new(&cleaned).map_err(|e| ExecError::BadPattern {
-                patterns: op.excludes.clone(),
-                reason: e.to_string(),
-            })?,
-        )
-    };
     let mut c = Copier {
         op,
-        src: SourceTree {
-            root: src,
-            ignore: op.ignore.as_ref(),
-        },
-        exclude,
+        sel: Selection::new(op, src)?,
         dest,
         stats: CopyStats::default(),
         links: HashMap::new(),
     };
-    let items = c.plan()?;
+    let items = c.sel.plan()?;
     c.prepare_dest()?;
     for item in items.iter().flatten() {
         // Hardlinks are kept within one source (BuildKit copies each wildcard match
@@ -187,25 +172,67 @@ fn clean_pattern(p: &str) -> String {
     format!("{neg}{cleaned}")
 }
 
-struct Copier<'a> {
-    op: &'a CopyOp,
-    src: SourceTree<'a>,
-    exclude: Option<PatternMatcher>,
-    dest: &'a Root,
-    stats: CopyStats,
-    /// Source `(dev, ino)` of multiply-linked files → where the first copy went.
-    links: HashMap<(u64, u64), Rel>,
+/// What a `COPY`/`ADD` selects from its source tree, independent of the destination: the
+/// planning of its sources, and the decisions of the walk (`.dockerignore`, `--exclude`). Both
+/// [`copy`] and [`checksum`](crate::checksum()) walk through it, so they select the same
+/// entries and fail the same way on missing sources.
+pub(crate) struct Selection<'a> {
+    pub(crate) op: &'a CopyOp,
+    pub(crate) src: SourceTree<'a>,
+    pub(crate) exclude: Option<PatternMatcher>,
 }
 
-impl Copier<'_> {
-    fn dest_is_dir_syntax(&self) -> bool {
-        self.op.dest.ends_with('/')
-            || self.op.dest.ends_with("/.")
-            || Rel::clamped(&self.op.dest).is_root()
+/// A local source, resolved and not excluded as a whole.
+pub(crate) struct Found {
+    /// Its path in the source root (symlinks resolved).
+    pub(crate) phys: Rel,
+    /// Its `lstat`.
+    pub(crate) md: Metadata,
+    /// The name a non-directory gets in a directory destination.
+    pub(crate) name: OsString,
+}
+
+/// What the filters make of one entry of a directory being copied (`M`: its `lstat`).
+// Returned and consumed at once, one entry at a time: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Child<M = Metadata> {
+    /// It vanished since the directory was read.
+    Gone,
+    /// Ignored or excluded (with nothing shown below it): left out.
+    Hidden,
+    /// Copied: its walk position and `lstat`.
+    Shown(Pos, M),
+}
+
+fn dest_is_dir_syntax(op: &CopyOp) -> bool {
+    op.dest.ends_with('/') || op.dest.ends_with("/.") || Rel::clamped(&op.dest).is_root()
+}
+
+impl<'a> Selection<'a> {
+    pub(crate) fn new(op: &'a CopyOp, src: &'a Root) -> Result<Selection<'a>, ExecError> {
+        let exclude = if op.excludes.is_empty() {
+            None
+        } else {
+            let cleaned: Vec<String> = op.excludes.iter().map(|p| clean_pattern(p)).collect();
+            Some(
+                PatternMatcher::new(&cleaned).map_err(|e| ExecError::BadPattern {
+                    patterns: op.excludes.clone(),
+                    reason: e.to_string(),
+                })?,
+            )
+        };
+        Ok(Selection {
+            op,
+            src: SourceTree {
+                root: src,
+                ignore: op.ignore.as_ref(),
+            },
+            exclude,
+        })
     }
 
     fn need_dir_dest(&self) -> Result<(), ExecError> {
-        if self.dest_is_dir_syntax() {
+        if dest_is_dir_syntax(self.op) {
             return Ok(());
         }
         Err(ExecError::DestNotDirectory {
@@ -215,7 +242,7 @@ impl Copier<'_> {
     }
 
     /// Checks the sources and expands wildcards: one group of items per source argument.
-    fn plan(&self) -> Result<Vec<Vec<Item>>, ExecError> {
+    pub(crate) fn plan(&self) -> Result<Vec<Vec<Item>>, ExecError> {
         let op = self.op;
         if op.sources.len() + op.heredocs.len() > 1 {
             self.need_dir_dest()?;
@@ -293,6 +320,114 @@ impl Copier<'_> {
             groups.push(vec![Item::Heredoc(name.clone(), content.clone())]);
         }
         Ok(groups)
+    }
+
+    /// Resolves a local source: [`ExecError::SourceNotFound`] when it does not exist (or is
+    /// hidden by `.dockerignore`), `None` when `--exclude` leaves it out whole.
+    pub(crate) fn select_local(
+        &self,
+        lexical: &Rel,
+        display: &str,
+        from_wildcard: bool,
+        parents: Option<&Rel>,
+    ) -> Result<Option<Found>, ExecError> {
+        let Some((phys, md)) = self.src.resolve(lexical)? else {
+            return Err(ExecError::SourceNotFound {
+                source_path: display.to_string(),
+            });
+        };
+        let name = lexical
+            .name()
+            .or_else(|| phys.name())
+            .map(OsStr::to_os_string)
+            .unwrap_or_else(|| OsString::from("."));
+        // `--exclude` applies to a wildcard match by its name (a match that is excluded is
+        // left out whole), and with `--parents` to the path kept under the destination.
+        if let Some(m) = &self.exclude {
+            if let Some(kept) = parents.filter(|k| !k.is_root()) {
+                let path = kept.rel_string();
+                if m.matches(&path) {
+                    let pos = Pos::top(phys.clone(), kept.clone());
+                    if !md.is_dir()
+                        || m.can_skip_dir(&path)
+                        || !self.src.has_shown_descendant(&pos, Some(m))?
+                    {
+                        return Ok(None);
+                    }
+                }
+            } else if parents.is_none() && from_wildcard && m.matches(&name.to_string_lossy()) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(Found { phys, md, name }))
+    }
+
+    /// The entry `name` of the directory at `dir`, as the filters see it. A hidden directory
+    /// is looked into only when a `!` pattern may show something below it.
+    pub(crate) fn child(&self, dir: &Pos, name: &OsString) -> Result<Child, ExecError> {
+        self.child_with(
+            dir,
+            name,
+            |src| lstat(self.src.root, Side::Source, src),
+            Metadata::is_dir,
+        )
+    }
+
+    /// [`Selection::child`] with the caller's `lstat` (given the entry's path in the source
+    /// root; `None`: it is gone).
+    pub(crate) fn child_with<M>(
+        &self,
+        dir: &Pos,
+        name: &OsString,
+        stat: impl FnOnce(&Rel) -> Result<Option<M>, ExecError>,
+        is_dir: impl Fn(&M) -> bool,
+    ) -> Result<Child<M>, ExecError> {
+        let (child, verdict) = self.src.child(dir, name, self.exclude.as_ref());
+        let Some(md) = stat(&child.src)? else {
+            return Ok(Child::Gone);
+        };
+        if verdict.hidden
+            && (!is_dir(&md)
+                || verdict.prune
+                || !self
+                    .src
+                    .has_shown_descendant(&child, self.exclude.as_ref())?)
+        {
+            return Ok(Child::Hidden);
+        }
+        Ok(Child::Shown(child, md))
+    }
+
+    /// Owner and group a copied entry owned by `uid:gid` in the source gets.
+    pub(crate) fn owner_of(&self, uid: u32, gid: u32) -> (u32, u32) {
+        self.op.chown.unwrap_or(if self.op.keep_owners {
+            (uid, gid)
+        } else {
+            (0, 0)
+        })
+    }
+
+    /// The mode a copied entry gets: its own, or `--chmod`'s.
+    pub(crate) fn mode_for(&self, mode: u32, is_dir: bool) -> Result<u32, ExecError> {
+        match &self.op.chmod {
+            Some(c) => chmod::apply(c, mode, is_dir),
+            None => Ok(mode),
+        }
+    }
+}
+
+struct Copier<'a> {
+    op: &'a CopyOp,
+    sel: Selection<'a>,
+    dest: &'a Root,
+    stats: CopyStats,
+    /// Source `(dev, ino)` of multiply-linked files → where the first copy went.
+    links: HashMap<(u64, u64), Rel>,
+}
+
+impl Copier<'_> {
+    fn dest_is_dir_syntax(&self) -> bool {
+        dest_is_dir_syntax(self.op)
     }
 
     /// Creates the destination directory (`dest/`) or its parent (`dest`), as BuildKit does
@@ -374,36 +509,13 @@ impl Copier<'_> {
         from_wildcard: bool,
         parents: Option<&Rel>,
     ) -> Result<(), ExecError> {
-        let Some((phys, md)) = self.src.resolve(lexical)? else {
-            return Err(ExecError::SourceNotFound {
-                source_path: display.to_string(),
-            });
+        let Some(Found { phys, md, name }) =
+            self.sel
+                .select_local(lexical, display, from_wildcard, parents)?
+        else {
+            self.stats.skipped += 1;
+            return Ok(());
         };
-        let name = lexical
-            .name()
-            .or_else(|| phys.name())
-            .map(OsStr::to_os_string)
-            .unwrap_or_else(|| OsString::from("."));
-        // `--exclude` applies to a wildcard match by its name (a match that is excluded is
-        // left out whole), and with `--parents` to the path kept under the destination.
-        if let Some(m) = &self.exclude {
-            if let Some(kept) = parents.filter(|k| !k.is_root()) {
-                let path = kept.rel_string();
-                if m.matches(&path) {
-                    let pos = Pos::top(phys.clone(), kept.clone());
-                    if !md.is_dir()
-                        || m.can_skip_dir(&path)
-                        || !self.src.has_shown_descendant(&pos, Some(m))?
-                    {
-                        self.stats.skipped += 1;
-                        return Ok(());
-                    }
-                }
-            } else if parents.is_none() && from_wildcard && m.matches(&name.to_string_lossy()) {
-                self.stats.skipped += 1;
-                return Ok(());
-            }
-        }
         if self.op.unpack_archives && md.is_file() && self.try_unpack(&phys, display)? {
             return Ok(());
         }
@@ -440,9 +552,7 @@ impl Copier<'_> {
                 })
             };
         }
-        // The lexical path of the pivot: what precedes the kept part.
-        let pivot_len = lexical.0.len().saturating_sub(kept.0.len());
-        let pivot = Rel(lexical.0[..pivot_len].to_vec());
+        let pivot = pivot_of(lexical, kept);
         let mut created: Vec<(Pos, Metadata, Rel)> = Vec::new();
         for i in 1..kept.0.len() {
             let part = Rel(kept.0[..i].to_vec());
@@ -456,7 +566,7 @@ impl Copier<'_> {
                 }
                 None => {}
             }
-            let Some((src_dir, src_md)) = self.src.resolve(&pivot.join_rel(&part))? else {
+            let Some((src_dir, src_md)) = self.sel.src.resolve(&pivot.join_rel(&part))? else {
                 return Err(ExecError::SourceNotFound {
                     source_path: pivot.join_rel(&part).display(),
                 });
@@ -477,22 +587,14 @@ impl Copier<'_> {
 
     /// Copies the children of the directory at `dir` into the directory `target`.
     fn copy_children(&mut self, dir: &Pos, target: &Rel) -> Result<(), ExecError> {
-        for name in self.src.read_dir(&dir.src)? {
-            let (child, verdict) = self.src.child(dir, &name, self.exclude.as_ref());
-            let Some(md) = lstat(self.src.root, Side::Source, &child.src)? else {
-                continue;
-            };
-            if verdict.hidden
-                && (!md.is_dir()
-                    || verdict.prune
-                    || !self
-                        .src
-                        .has_shown_descendant(&child, self.exclude.as_ref())?)
-            {
-                self.stats.skipped += 1;
-                continue;
+        for name in self.sel.src.read_dir(&dir.src)? {
+            match self.sel.child(dir, &name)? {
+                Child::Gone => {}
+                Child::Hidden => self.stats.skipped += 1,
+                Child::Shown(child, md) => {
+                    self.copy_entry(&child, &md, &target.join(&name), true)?
+                }
             }
-            self.copy_entry(&child, &md, &target.join(&name), true)?;
         }
         Ok(())
     }
@@ -546,7 +648,7 @@ impl Copier<'_> {
                 }
                 self.links.insert(key, target.clone());
             }
-            let (mut file, fmd) = open_regular(self.src.root, Side::Source, &pos.src)?;
+            let (mut file, fmd) = open_regular(self.sel.src.root, Side::Source, &pos.src)?;
             if (fmd.dev(), fmd.ino()) != (md.dev(), md.ino()) {
                 return Err(ExecError::SourceChanged {
                     path: pos.src.display(),
@@ -556,6 +658,7 @@ impl Copier<'_> {
             self.apply_meta(md, target, Some(&file))?;
         } else if ft.is_symlink() {
             let link = self
+                .sel
                 .src
                 .root
                 .read_link(pos.src.path())
@@ -637,11 +740,7 @@ impl Copier<'_> {
         file: Option<&File>,
     ) -> Result<(), ExecError> {
         let fail = |e| ExecError::fs(Side::Dest, target.display(), e);
-        let (uid, gid) = self.op.chown.unwrap_or(if self.op.keep_owners {
-            (md.uid(), md.gid())
-        } else {
-            (0, 0)
-        });
+        let (uid, gid) = self.sel.owner_of(md.uid(), md.gid());
         self.dest.lchown(target.path(), uid, gid).map_err(fail)?;
         if !md.file_type().is_symlink() {
             let mode = self.mode_for(md.mode() & 0o7777, md.is_dir())?;
@@ -659,15 +758,12 @@ impl Copier<'_> {
     }
 
     fn mode_for(&self, mode: u32, is_dir: bool) -> Result<u32, ExecError> {
-        match &self.op.chmod {
-            Some(c) => chmod::apply(c, mode, is_dir),
-            None => Ok(mode),
-        }
+        self.sel.mode_for(mode, is_dir)
     }
 
     /// `ADD` of a local file: extracts it into the destination directory if it is an archive.
     fn try_unpack(&mut self, phys: &Rel, display: &str) -> Result<bool, ExecError> {
-        let (mut file, _) = open_regular(self.src.root, Side::Source, phys)?;
+        let (mut file, _) = open_regular(self.sel.src.root, Side::Source, phys)?;
         let dest_dir = Rel::clamped(&self.op.dest);
         let open_dest = || -> Result<Root, String> {
             self.dest
@@ -750,17 +846,32 @@ impl Copier<'_> {
 /// BuildKit, an attribute the destination refuses (`trusted.*` without privilege, a
 /// filesystem without xattrs) is skipped.
 fn copy_xattrs(file: &File, dest: &Root, target: &Rel) {
+    for (name, value) in read_xattrs(file) {
+        let _ = dest.set_xattr(target.path(), &name, &value);
+    }
+}
+
+/// The extended attributes of an open file that a copy carries over, in the order the kernel
+/// lists them; best effort (none when they cannot be listed, an attribute that cannot be read
+/// is left out).
+pub(crate) fn read_xattrs(file: &File) -> Vec<(OsString, Vec<u8>)> {
+    // The size of the name list first: most files have none, and then nothing is allocated.
+    if let Ok(0) = rustix::fs::flistxattr_query(file.as_fd()) {
+        return Vec::new();
+    }
     let mut names = vec![0u8; 64 * 1024];
     let Ok(n) = rustix::fs::flistxattr(file.as_fd(), &mut names[..]) else {
-        return;
+        return Vec::new();
     };
     let mut value = vec![0u8; 64 * 1024];
+    let mut out = Vec::new();
     for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
         let name = OsStr::from_bytes(name);
         if let Ok(len) = rustix::fs::fgetxattr(file.as_fd(), name, &mut value[..]) {
-            let _ = dest.set_xattr(target.path(), name, &value[..len]);
+            out.push((name.to_os_string(), value[..len].to_vec()));
         }
     }
+    out
 }
 
 /// Splits a `--parents` source at its pivot: `a/./b/c` → (`a`, `b/c`); without a `/./`
@@ -775,6 +886,12 @@ fn split_pivot(source: &str) -> (Rel, Rel) {
         Some(i) => (Rel::clamped(&s[..i]), Rel::clamped(&s[i + 3..])),
         None => (Rel::root(), Rel::clamped(s)),
     }
+}
+
+/// With `--parents`, the lexical path of the pivot of a source: what precedes the kept part.
+pub(crate) fn pivot_of(lexical: &Rel, kept: &Rel) -> Rel {
+    let pivot_len = lexical.0.len().saturating_sub(kept.0.len());
+    Rel(lexical.0[..pivot_len].to_vec())
 }
 
 fn strip_prefix(path: &Rel, prefix: &Rel) -> Option<Rel> {

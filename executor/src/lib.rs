@@ -2,7 +2,9 @@
 //! applied to root filesystem directories with Docker/BuildKit's semantics.
 //!
 //! * [`copy()`] runs one `COPY`/`ADD` ([`CopyOp`]) from a source tree (the build context or
-//!   another stage's root filesystem) into a destination root filesystem;
+//!   another stage's root filesystem) into a destination root filesystem; [`checksum()`] hashes
+//!   exactly what it would copy (for cache keys), with a [`FileDigests`] index so unchanged
+//!   files are not read again;
 //!   [`resolve_dest`] turns a destination as written into the absolute path it means under a
 //!   `WORKDIR`.
 //! * [`resolve_chown`] resolves `--chown=user[:group]` against the destination's
@@ -24,6 +26,7 @@
 #![deny(missing_docs)]
 
 pub mod archive;
+pub mod checksum;
 pub mod chmod;
 mod chown;
 pub mod copy;
@@ -39,6 +42,7 @@ pub mod tree;
 mod workdir;
 
 pub use archive::ArchiveLimits;
+pub use checksum::{checksum, ChecksumStats, FileDigests, FileKey, NoIndex, SourceChecksum};
 pub use chown::{resolve_chown, resolve_user, ProcessUser, MAX_DB_BYTES};
 pub use copy::{copy, CopyOp, CopyStats};
 pub use error::{ExecError, Side};

@@ -242,12 +242,15 @@ fn setup_and_exec(plan: &ChildPlan<'_>) -> Result<Never, (ChildStep, Errno)> {
             let Ok(t) = rustix::fs::openat(
                 &sys,
                 *hidden,
-                rustix::fs::OFlags::PATH | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::OFlags::PATH
+                    | rustix::fs::OFlags::NOFOLLOW
+                    | rustix::fs::OFlags::CLOEXEC,
                 rustix::fs::Mode::empty(),
             ) else {
                 continue;
             };
-            let empty = new_mount(c"tmpfs", MountAttrFlags::MOUNT_ATTR_RDONLY).map_err(at(MountSys))?;
+            let empty =
+                new_mount(c"tmpfs", MountAttrFlags::MOUNT_ATTR_RDONLY).map_err(at(MountSys))?;
             mount_on(&empty, t.as_fd()).map_err(at(MountSys))?;
         }
     }

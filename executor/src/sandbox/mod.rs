@@ -547,10 +547,13 @@ impl Drop for Running {
 pub fn remove_stubs(upper: &Root, stubs: &Stubs) -> Result<(), SandboxError> {
     use std::os::unix::fs::MetadataExt;
     let remove = |p: &Path| {
-        upper.remove_all(p).map(|_| ()).map_err(|e| SandboxError::Fs {
-            what: format!("removing the mount point {}", p.display()),
-            source: e,
-        })
+        upper
+            .remove_all(p)
+            .map(|_| ())
+            .map_err(|e| SandboxError::Fs {
+                what: format!("removing the mount point {}", p.display()),
+                source: e,
+            })
     };
     let empty_dir = |p: &Path| upper.read_dir(p).map(|n| n.is_empty()).unwrap_or(false);
     for stub in stubs.created.iter().rev() {
@@ -565,17 +568,19 @@ pub fn remove_stubs(upper: &Root, stubs: &Stubs) -> Result<(), SandboxError> {
         let Ok(meta) = upper.symlink_metadata(dir) else {
             continue;
         };
-        let opaque = ["trusted.overlay.opaque", "user.overlay.opaque"].iter().any(|name| {
-            upper
-                .open_path(dir, true)
-                .ok()
-                .and_then(|fd| {
-                    // An O_PATH fd has no xattr calls of its own; its /proc link does.
-                    let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
-                    rustix::fs::getxattr(link.as_str(), *name, &mut [0u8; 8]).ok()
-                })
-                .is_some()
-        });
+        let opaque = ["trusted.overlay.opaque", "user.overlay.opaque"]
+            .iter()
+            .any(|name| {
+                upper
+                    .open_path(dir, true)
+                    .ok()
+                    .and_then(|fd| {
+                        // An O_PATH fd has no xattr calls of its own; its /proc link does.
+                        let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
+                        rustix::fs::getxattr(link.as_str(), *name, &mut [0u8; 8]).ok()
+                    })
+                    .is_some()
+            });
         if meta.is_dir()
             && !opaque
             && empty_dir(dir)

@@ -148,7 +148,12 @@ pub(crate) fn assemble(
         .map_err(fail("making /sys read-only"))?;
         mount_on(&sys, sys_dir.as_fd()).map_err(fail("mounting /sys"))?;
         for hidden in MASKED_SYS {
-            let Ok(t) = openat(&sys, *hidden, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) else {
+            let Ok(t) = openat(
+                &sys,
+                *hidden,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) else {
                 continue;
             };
             let empty = new_fs("tmpfs", &[], MountAttrFlags::MOUNT_ATTR_RDONLY)?;
@@ -471,18 +476,27 @@ fn record_parent(
     stubs: &mut Stubs,
 ) -> Result<(), SandboxError> {
     use std::os::unix::fs::MetadataExt;
-    let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty() && *p != Path::new("/")) else {
+    let Some(parent) = created
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty() && *p != Path::new("/"))
+    else {
         return Ok(());
     };
-    let fs = |e| SandboxError::Fs { what: format!("reading {}", parent.display()), source: e };
+    let fs = |e| SandboxError::Fs {
+        what: format!("reading {}", parent.display()),
+        source: e,
+    };
     let fd = root.open_path(parent, true).map_err(fs)?;
     if mount_id(fd.as_fd(), c"")? != root_mnt || stubs.parents.iter().any(|(p, ..)| p == parent) {
         return Ok(());
     }
     let meta = root.symlink_metadata(parent).map_err(fs)?;
-    stubs
-        .parents
-        .push((parent.to_path_buf(), meta.mode() & 0o7777, meta.uid(), meta.gid()));
+    stubs.parents.push((
+        parent.to_path_buf(),
+        meta.mode() & 0o7777,
+        meta.uid(),
+        meta.gid(),
+    ));
     Ok(())
 }
 

@@ -1,0 +1,578 @@
+//! The persistent per-file digest index: a file's identity and change stamps ([`FileKey`]: device,
+//! inode, size, mtime, ctime) → the digest of its content, so that an unchanged file of a build
+//! context is never read again. [`FileDigests`] is the interface the executor's
+//! `COPY`/`ADD` checksum consults; [`FileIndex`] implements it on disk, one file per context
+//! directory, and [`NoIndex`] hashes every time.
+//!
+//! ```text
+//! <root>/v1/file-index/<sha256 hex of the context directory's canonical path>
+//! ```
+//!
+//! The file is binary and self-checking: the magic `RBFIDX` and format version, the entry count,
+//! fixed-size little-endian records (`dev ino size mtime_ns ctime_ns digest`, 88 bytes each),
+//! then the sha256 of everything before it. A file that is missing, truncated, too big, of
+//! another version or whose checksum does not match is ignored: the index starts empty and the
+//! next [`FileIndex::save`] replaces it. Saving writes a temporary file in the store's `tmp/`
+//! and renames it into place (fsync of file and directory), so a reader sees the old or the new
+//! index, never a mix; a crash leaves a stale temporary that `remove_stale_temporaries`
+//! deletes.
+//!
+//! The index stays bounded by the context: [`FileIndex::save`] keeps only the entries looked up
+//! or stored since it was loaded. Keys carry the ctime, which every change of content, mode,
+//! owner or xattrs moves (and which no user can set), so a file rewritten with the same size and
+//! mtime gets a new key. The digest stored is whatever the producer defines (the executor's:
+//! sha256 of the content, combined with the xattrs when there are some); the index only keeps
+//! it.
+
+use std::collections::HashMap;
+use std::fs::{self, OpenOptions};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::error::{IoResultExt, StoreError};
+use crate::fsx::{self, TempEntry};
+use crate::store::{Store, LAYOUT_DIR};
+
+/// A regular file's identity and change stamps: if none of them changed, its content did not
+/// either (a write moves mtime and ctime; a replacement changes the inode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileKey {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+    /// `st_size`.
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i128,
+    /// Status-change time, nanoseconds since the epoch.
+    pub ctime_ns: i128,
+}
+
+impl FileKey {
+    /// The key of a file from its `stat`.
+    pub fn from_metadata(md: &fs::Metadata) -> FileKey {
+        FileKey {
+            dev: md.dev(),
+            ino: md.ino(),
+            size: md.size(),
+            mtime_ns: i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec()),
+            ctime_ns: i128::from(md.ctime()) * 1_000_000_000 + i128::from(md.ctime_nsec()),
+        }
+    }
+}
+
+/// Digests of files by identity, so an unchanged file is never read twice. Implemented
+/// persistently by [`FileIndex`]; [`NoIndex`] remembers nothing. Shared by the threads of a
+/// parallel walk.
+pub trait FileDigests: Sync {
+    /// The digest recorded for `key`, if any.
+    fn get(&self, key: &FileKey) -> Option<[u8; 32]>;
+    /// Records the digest of the file `key` names.
+    fn put(&self, key: FileKey, digest: [u8; 32]);
+}
+
+/// A [`FileDigests`] that remembers nothing: every file is hashed every time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoIndex;
+
+impl FileDigests for NoIndex {
+    fn get(&self, _key: &FileKey) -> Option<[u8; 32]> {
+        None
+    }
+
+    fn put(&self, _key: FileKey, _digest: [u8; 32]) {}
+}
+
+/// The directory of the index files under the layout directory.
+const INDEX_DIR: &str = "file-index";
+/// Magic and format version at the start of an index file.
+const MAGIC: &[u8; 8] = b"RBFIDX\x00\x01";
+/// Bytes of one record: dev, ino, size (u64 each), mtime, ctime (i128 each), digest.
+const RECORD_LEN: usize = 8 * 3 + 16 * 2 + 32;
+/// Bytes before the records: the magic and the entry count.
+const HEADER_LEN: usize = MAGIC.len() + 8;
+/// Bytes after the records: the sha256 of everything before.
+const TRAILER_LEN: usize = 32;
+/// The most entries an index file may hold (about 700 MiB of index); a bigger file is ignored.
+const MAX_ENTRIES: u64 = 8 << 20;
+/// Lock shards of the map of new digests, so that a parallel walk does not serialise on one
+/// lock.
+const SHARDS: usize = 16;
+
+type Map = HashMap<FileKey, [u8; 32]>;
+
+/// An entry read from the index file, and whether this run looked it up.
+#[derive(Debug)]
+struct Loaded {
+    digest: [u8; 32],
+    seen: AtomicBool,
+}
+
+/// The persistent [`FileDigests`] of one build context (see the [module docs](self)).
+///
+/// [`FileIndex::load`] reads what earlier runs saved; lookups and new digests are recorded in
+/// memory (safe to share between threads); [`FileIndex::save`] writes back the entries of this
+/// run only.
+#[derive(Debug)]
+pub struct FileIndex {
+    path: PathBuf,
+    tmp_dir: PathBuf,
+    /// What the file held when loaded (looking an entry up marks it seen, without a lock).
+    loaded: HashMap<FileKey, Loaded>,
+    /// Digests stored in this run.
+    added: Vec<Mutex<Map>>,
+    /// Some stored digest replaces a loaded one: lookups must check `added` first.
+    replaced: AtomicBool,
+}
+
+impl FileIndex {
+    /// The index of the context directory `scope` in `store`: what earlier runs saved, or an
+    /// empty index when there is none or it cannot be read (a corrupt or truncated file is
+    /// ignored, never an error).
+    pub fn load(store: &Store, scope: &Path) -> FileIndex {
+        let layout = store.root().join(LAYOUT_DIR);
+        let canonical = fs::canonicalize(scope).unwrap_or_else(|_| scope.to_path_buf());
+        let name = hex(&Sha256::digest(canonical.as_os_str().as_encoded_bytes()));
+        let path = layout.join(INDEX_DIR).join(name);
+        let loaded = read_index(&path)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(key, digest)| {
+                let seen = AtomicBool::new(false);
+                (key, Loaded { digest, seen })
+            })
+            .collect();
+        FileIndex {
+            path,
+            tmp_dir: layout.join("tmp"),
+            loaded,
+            added: (0..SHARDS).map(|_| Mutex::new(Map::new())).collect(),
+            replaced: AtomicBool::new(false),
+        }
+    }
+
+    /// The index file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How many entries the index held when it was loaded.
+    pub fn loaded_len(&self) -> usize {
+        self.loaded.len()
+    }
+
+    /// How many entries [`FileIndex::save`] would write: those looked up or stored so far.
+    pub fn len(&self) -> usize {
+        self.entries().len()
+    }
+
+    /// Whether [`FileIndex::save`] would write no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes the entries looked up or stored since [`FileIndex::load`] back to the store,
+    /// atomically (entries of files this run did not see are dropped, which keeps the index
+    /// bounded by what builds use).
+    pub fn save(&self) -> Result<(), StoreError> {
+        let entries = self.entries();
+        let dir = fsx::parent_of(&self.path);
+        fsx::ensure_private_dir(dir)?;
+        let (file, temp_path) = fsx::create_temp_file(&self.tmp_dir, "file-index-", 0o600)?;
+        let temp = TempEntry::new(temp_path);
+        let mut out = HashingWriter {
+            inner: BufWriter::with_capacity(256 * 1024, file),
+            hasher: Sha256::new(),
+        };
+        let count = entries.len() as u64;
+        out.write_all(MAGIC).at(temp.path())?;
+        out.write_all(&count.to_le_bytes()).at(temp.path())?;
+        for (key, digest) in &entries {
+            out.write_all(&encode(key, digest)).at(temp.path())?;
+        }
+        let HashingWriter { mut inner, hasher } = out;
+        inner.write_all(&hasher.finalize()).at(temp.path())?;
+        let file = inner
+            .into_inner()
+            .map_err(|e| StoreError::io(temp.path(), e.into_error()))?;
+        file.sync_all().at(temp.path())?;
+        drop(file);
+        fs::rename(temp.path(), &self.path).at(&self.path)?;
+        temp.keep();
+        fsx::sync_dir(dir)
+    }
+
+    /// The entries of this run, sorted by key (a digest stored in this run wins over a loaded
+    /// one).
+    fn entries(&self) -> Vec<(FileKey, [u8; 32])> {
+        let mut entries: Vec<(FileKey, [u8; 32])> = Vec::new();
+        for shard in &self.added {
+            entries.extend(lock(shard).iter().map(|(k, d)| (*k, *d)));
+        }
+        entries.extend(
+            self.loaded
+                .iter()
+                .filter(|(_, l)| l.seen.load(Ordering::Relaxed))
+                .map(|(k, l)| (*k, l.digest)),
+        );
+        // Stable: for equal keys the added entry, pushed first, stays first.
+        entries.sort_by_key(|a| a.0);
+        entries.dedup_by_key(|a| a.0);
+        entries
+    }
+
+    fn shard(&self, key: &FileKey) -> &Mutex<Map> {
+        let mixed = key.ino ^ key.dev.rotate_left(29) ^ key.size.rotate_left(47);
+        &self.added[(mixed % SHARDS as u64) as usize]
+    }
+}
+
+impl FileDigests for FileIndex {
+    fn get(&self, key: &FileKey) -> Option<[u8; 32]> {
+        if self.replaced.load(Ordering::Acquire) {
+            if let Some(digest) = lock(self.shard(key)).get(key) {
+                return Some(*digest);
+            }
+        }
+        if let Some(loaded) = self.loaded.get(key) {
+            loaded.seen.store(true, Ordering::Relaxed);
+            return Some(loaded.digest);
+        }
+        lock(self.shard(key)).get(key).copied()
+    }
+
+    fn put(&self, key: FileKey, digest: [u8; 32]) {
+        let mut shard = lock(self.shard(&key));
+        if self.loaded.contains_key(&key) {
+            self.replaced.store(true, Ordering::Release);
+        }
+        shard.insert(key, digest);
+    }
+}
+
+/// Locks a shard; a panic of another thread while holding it cannot leave a map half-updated
+/// (each operation is one insert), so a poisoned lock is simply taken over.
+fn lock(shard: &Mutex<Map>) -> MutexGuard<'_, Map> {
+    shard
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The entries of the index file at `path`, or `None` if it is missing or not a valid index.
+fn read_index(path: &Path) -> Option<Map> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .ok()?;
+    let md = file.metadata().ok()?;
+    if !md.is_file() {
+        return None;
+    }
+    let mut input = HashingReader {
+        inner: BufReader::with_capacity(256 * 1024, file),
+        hasher: Sha256::new(),
+    };
+    let mut header = [0u8; HEADER_LEN];
+    input.read_exact(&mut header).ok()?;
+    if &header[..MAGIC.len()] != MAGIC {
+        return None;
+    }
+    let count = u64::from_le_bytes(header[MAGIC.len()..].try_into().ok()?);
+    if count > MAX_ENTRIES {
+        return None;
+    }
+    let expected_len = (HEADER_LEN + TRAILER_LEN) as u64 + count * RECORD_LEN as u64;
+    if md.len() != expected_len {
+        return None;
+    }
+    let mut map = Map::with_capacity(usize::try_from(count).ok()?);
+    let mut record = [0u8; RECORD_LEN];
+    for _ in 0..count {
+        input.read_exact(&mut record).ok()?;
+        let (key, digest) = decode(&record)?;
+        map.insert(key, digest);
+    }
+    let HashingReader { mut inner, hasher } = input;
+    let mut trailer = [0u8; TRAILER_LEN];
+    inner.read_exact(&mut trailer).ok()?;
+    (hasher.finalize().as_slice() == trailer).then_some(map)
+}
+
+fn encode(key: &FileKey, digest: &[u8; 32]) -> [u8; RECORD_LEN] {
+    let mut out = [0u8; RECORD_LEN];
+    out[0..8].copy_from_slice(&key.dev.to_le_bytes());
+    out[8..16].copy_from_slice(&key.ino.to_le_bytes());
+    out[16..24].copy_from_slice(&key.size.to_le_bytes());
+    out[24..40].copy_from_slice(&key.mtime_ns.to_le_bytes());
+    out[40..56].copy_from_slice(&key.ctime_ns.to_le_bytes());
+    out[56..88].copy_from_slice(digest);
+    out
+}
+
+fn decode(record: &[u8; RECORD_LEN]) -> Option<(FileKey, [u8; 32])> {
+    let key = FileKey {
+        dev: u64::from_le_bytes(record[0..8].try_into().ok()?),
+        ino: u64::from_le_bytes(record[8..16].try_into().ok()?),
+        size: u64::from_le_bytes(record[16..24].try_into().ok()?),
+        mtime_ns: i128::from_le_bytes(record[24..40].try_into().ok()?),
+        ctime_ns: i128::from_le_bytes(record[40..56].try_into().ok()?),
+    };
+    Some((key, record[56..88].try_into().ok()?))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Hashes what goes through it.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Hashes what is read through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::fs::File;
+    use std::time::{Duration, SystemTime};
+
+    fn key(n: u64) -> FileKey {
+        FileKey {
+            dev: 7,
+            ino: n,
+            size: n * 10,
+            mtime_ns: 1_700_000_000_000_000_000 + i128::from(n),
+            ctime_ns: 1_700_000_000_500_000_000 - i128::from(n),
+        }
+    }
+
+    fn digest(n: u8) -> [u8; 32] {
+        [n; 32]
+    }
+
+    fn setup() -> (tempfile::TempDir, Store, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("store")).unwrap();
+        let ctx = tmp.path().join("ctx");
+        fs::create_dir(&ctx).unwrap();
+        (tmp, store, ctx)
+    }
+
+    #[test]
+    fn round_trip_keeps_exactly_the_entries_of_the_run() {
+        let (_tmp, store, ctx) = setup();
+        let index = FileIndex::load(&store, &ctx);
+        assert_eq!(index.loaded_len(), 0);
+        for n in 1..=3 {
+            assert_eq!(index.get(&key(n)), None);
+            index.put(key(n), digest(n as u8));
+        }
+        index.save().unwrap();
+        // No temporary is left behind.
+        let tmp_dir = store.root().join(LAYOUT_DIR).join("tmp");
+        assert_eq!(fs::read_dir(&tmp_dir).unwrap().count(), 0);
+
+        let again = FileIndex::load(&store, &ctx);
+        assert_eq!(again.loaded_len(), 3);
+        assert_eq!(again.path(), index.path());
+        for n in 1..=3 {
+            assert_eq!(again.get(&key(n)), Some(digest(n as u8)), "entry {n}");
+        }
+        assert_eq!(again.get(&key(4)), None);
+
+        // A run that sees only entry 2 (and adds 5) saves only those.
+        let third = FileIndex::load(&store, &ctx);
+        assert_eq!(third.get(&key(2)), Some(digest(2)));
+        third.put(key(5), digest(5));
+        assert_eq!(third.len(), 2);
+        third.save().unwrap();
+        let fourth = FileIndex::load(&store, &ctx);
+        assert_eq!(fourth.loaded_len(), 2);
+        assert_eq!(fourth.get(&key(1)), None);
+        assert_eq!(fourth.get(&key(2)), Some(digest(2)));
+        assert_eq!(fourth.get(&key(5)), Some(digest(5)));
+
+        // A digest stored again replaces the loaded one, once.
+        fourth.put(key(2), digest(22));
+        assert_eq!(fourth.get(&key(2)), Some(digest(22)));
+        assert_eq!(fourth.get(&key(5)), Some(digest(5)));
+        assert_eq!(fourth.len(), 2);
+        fourth.save().unwrap();
+        let fifth = FileIndex::load(&store, &ctx);
+        assert_eq!(fifth.loaded_len(), 2);
+        assert_eq!(fifth.get(&key(2)), Some(digest(22)));
+    }
+
+    #[test]
+    fn each_context_has_its_own_index() {
+        let (tmp, store, ctx) = setup();
+        let other = tmp.path().join("other");
+        fs::create_dir(&other).unwrap();
+        let a = FileIndex::load(&store, &ctx);
+        a.put(key(1), digest(1));
+        a.save().unwrap();
+        let b = FileIndex::load(&store, &other);
+        assert_ne!(a.path(), b.path());
+        assert_eq!(b.get(&key(1)), None);
+        // The same directory through a symlink is the same context.
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&ctx, &link).unwrap();
+        assert_eq!(FileIndex::load(&store, &link).get(&key(1)), Some(digest(1)));
+    }
+
+    #[test]
+    fn damaged_index_files_are_ignored() {
+        let (_tmp, store, ctx) = setup();
+        let index = FileIndex::load(&store, &ctx);
+        for n in 1..=4 {
+            index.put(key(n), digest(n as u8));
+        }
+        index.save().unwrap();
+        let path = index.path().to_path_buf();
+        let good = fs::read(&path).unwrap();
+        assert_eq!(good.len(), HEADER_LEN + 4 * RECORD_LEN + TRAILER_LEN);
+
+        let mut flipped = good.clone();
+        flipped[HEADER_LEN + RECORD_LEN + 60] ^= 0x40;
+        let mut huge_count = good.clone();
+        huge_count[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        let mut wrong_count = good.clone();
+        wrong_count[8..16].copy_from_slice(&3u64.to_le_bytes());
+        let mut other_version = good.clone();
+        other_version[7] = 2;
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("empty", Vec::new()),
+            ("garbage", b"not an index at all".to_vec()),
+            (
+                "truncated record",
+                good[..good.len() - TRAILER_LEN - 5].to_vec(),
+            ),
+            ("truncated trailer", good[..good.len() - 1].to_vec()),
+            ("header only", good[..HEADER_LEN].to_vec()),
+            ("flipped digest byte", flipped),
+            ("huge count", huge_count),
+            ("count disagrees with length", wrong_count),
+            ("other version", other_version),
+            ("extra bytes", [good.clone(), vec![0; 3]].concat()),
+        ];
+        for (name, bytes) in cases {
+            fs::write(&path, &bytes).unwrap();
+            let loaded = FileIndex::load(&store, &ctx);
+            assert_eq!(loaded.loaded_len(), 0, "{name}");
+            assert_eq!(loaded.get(&key(1)), None, "{name}");
+            // And it can be saved over.
+            loaded.put(key(9), digest(9));
+            loaded.save().unwrap();
+            assert_eq!(
+                FileIndex::load(&store, &ctx).get(&key(9)),
+                Some(digest(9)),
+                "{name}"
+            );
+        }
+        // A directory where the file should be is ignored too (and save reports it).
+        fs::remove_file(&path).unwrap();
+        fs::create_dir(&path).unwrap();
+        let loaded = FileIndex::load(&store, &ctx);
+        assert_eq!(loaded.loaded_len(), 0);
+        assert!(loaded.save().is_err());
+    }
+
+    #[test]
+    fn a_rewrite_with_the_same_size_and_mtime_has_a_new_key() {
+        let (_tmp, store, ctx) = setup();
+        let file = ctx.join("f");
+        fs::write(&file, b"one").unwrap();
+        let first = FileKey::from_metadata(&fs::symlink_metadata(&file).unwrap());
+        let index = FileIndex::load(&store, &ctx);
+        index.put(first, digest(1));
+        index.save().unwrap();
+
+        // The kernel's timestamps advance by clock ticks: wait past one before rewriting.
+        std::thread::sleep(Duration::from_millis(20));
+        fs::write(&file, b"two").unwrap();
+        let mtime = SystemTime::UNIX_EPOCH
+            + Duration::new(
+                u64::try_from(first.mtime_ns / 1_000_000_000).unwrap(),
+                u32::try_from(first.mtime_ns % 1_000_000_000).unwrap(),
+            );
+        File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let second = FileKey::from_metadata(&fs::symlink_metadata(&file).unwrap());
+        assert_eq!(
+            (second.dev, second.ino, second.size, second.mtime_ns),
+            (first.dev, first.ino, first.size, first.mtime_ns)
+        );
+        assert_ne!(second.ctime_ns, first.ctime_ns);
+
+        let loaded = FileIndex::load(&store, &ctx);
+        assert_eq!(
+            loaded.get(&second),
+            None,
+            "the rewritten file must be re-hashed"
+        );
+        assert_eq!(loaded.get(&first), Some(digest(1)));
+    }
+
+    #[test]
+    fn shared_between_threads() {
+        let (_tmp, store, ctx) = setup();
+        let index = FileIndex::load(&store, &ctx);
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let index = &index;
+                s.spawn(move || {
+                    for n in 0..500 {
+                        index.put(key(t * 1000 + n), digest(t as u8));
+                    }
+                });
+            }
+        });
+        assert_eq!(index.len(), 2000);
+        index.save().unwrap();
+        let loaded = FileIndex::load(&store, &ctx);
+        assert_eq!(loaded.loaded_len(), 2000);
+        assert_eq!(loaded.get(&key(3499)), Some(digest(3)));
+    }
+}

@@ -1,0 +1,256 @@
+//! The build cache end to end with the real `rbuild` binary: an unchanged rebuild runs no
+//! step (every step `CACHED`, the same layers, a RUN's side effect not repeated), in a new
+//! process; what must not invalidate a step (an unselected file, a `.dockerignore`d one, mtimes,
+//! an ARG the step does not use) and what must (selected content, a used ARG — and everything
+//! after the first changed step); `--no-cache` and `--no-cache-filter`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "rbuild failed:\n{}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// A temp dir with a store holding `busybox:latest` (built by rbuild from the shared busybox
+/// rootfs); removed on drop.
+struct Fixture {
+    dir: PathBuf,
+    root: PathBuf,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Fixture {
+    /// `None` (the test skips) without root or busybox-static, except under CI=true.
+    fn new(name: &str) -> Option<Fixture> {
+        if !rustix::process::geteuid().is_root() || !Path::new("/bin/busybox").exists() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "these tests need root and busybox-static under CI=true"
+            );
+            eprintln!("SKIPPED: needs root and /bin/busybox");
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("rbuild-cache-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let fx = Fixture {
+            root: dir.join("store"),
+            dir,
+        };
+        let rootfs = fx.dir.join("busybox");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/base/make-busybox-rootfs.sh");
+        assert!(Command::new(script)
+            .arg(&rootfs)
+            .status()
+            .is_ok_and(|s| s.success()));
+        let dockerfile = fx.dir.join("busybox.Dockerfile");
+        std::fs::write(&dockerfile, "FROM scratch\nCOPY . /\n").unwrap_or_else(|e| panic!("{e}"));
+        ok(&fx.rbuild(&[
+            "build",
+            "-q",
+            "-t",
+            "busybox",
+            "-f",
+            &dockerfile.display().to_string(),
+            &rootfs.display().to_string(),
+        ]));
+        Some(fx)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rbuild"));
+        c.arg("--root").arg(&self.root).args(args);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn rbuild(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running rbuild: {e}"))
+    }
+
+    /// A context dir `name` with a Dockerfile and files.
+    fn context(&self, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> String {
+        let ctx = self.dir.join(name);
+        std::fs::create_dir_all(&ctx).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap_or_else(|e| panic!("{e}"));
+        for (path, content) in files {
+            let p = ctx.join(path);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("{e}"));
+            }
+            std::fs::write(p, content).unwrap_or_else(|e| panic!("{e}"));
+        }
+        ctx.display().to_string()
+    }
+
+    /// Builds `ctx` with `--progress=plain` and `extra` flags into `DIR/name.rootfs` (type=local).
+    fn build_local(&self, name: &str, ctx: &str, extra: &[&str]) -> (Output, PathBuf) {
+        let dest = self.dir.join(format!("{name}.rootfs"));
+        let output = format!("type=local,dest={}", dest.display());
+        let mut args = vec!["build", "--progress=plain", "-o", &output];
+        args.extend_from_slice(extra);
+        args.push(ctx);
+        (self.rbuild(&args), dest)
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The plain-progress lines of each step (`#N …`), and which steps were `CACHED`, by text.
+fn step_states(stderr: &str) -> Vec<(String, &'static str)> {
+    let mut names: std::collections::BTreeMap<String, String> = Default::default();
+    let mut out = Vec::new();
+    for line in stderr.lines() {
+        let Some(rest) = line.strip_prefix('#') else {
+            continue;
+        };
+        let Some((n, tail)) = rest.split_once(' ') else {
+            continue;
+        };
+        if let Some(name) = tail.strip_prefix('[') {
+            let name = name.split_once("] ").map(|(_, t)| t).unwrap_or(name);
+            names.insert(n.to_string(), name.to_string());
+        } else if tail == "CACHED" || tail.starts_with("DONE") {
+            let state = if tail == "CACHED" { "CACHED" } else { "RAN" };
+            out.push((names.get(n).cloned().unwrap_or_default(), state));
+        }
+    }
+    out
+}
+
+fn state_of(states: &[(String, &'static str)], prefix: &str) -> &'static str {
+    states
+        .iter()
+        .find(|(t, _)| t.starts_with(prefix))
+        .map(|(_, s)| *s)
+        .unwrap_or_else(|| panic!("no step {prefix:?} in {states:?}"))
+}
+
+/// `UNUSED` is declared after the RUN: a RUN sees (and is keyed on) every ARG in scope, as in
+/// BuildKit, but the COPY after it does not use it.
+const DOCKERFILE: &str = "FROM busybox\n\
+ARG USED=1\n\
+COPY app/ /app/\n\
+RUN echo \"run $USED $(cat /proc/sys/kernel/random/uuid)\" > /ran\n\
+ARG UNUSED=1\n\
+COPY other.txt /other.txt\n";
+
+#[test]
+fn an_unchanged_rebuild_runs_nothing_and_changes_invalidate_exactly_what_they_should() {
+    let Some(fx) = Fixture::new("rebuild") else {
+        return;
+    };
+    let ctx = fx.context(
+        "ctx",
+        DOCKERFILE,
+        &[
+            ("app/a.txt", "a\n"),
+            ("app/sub/b.txt", "b\n"),
+            ("other.txt", "other\n"),
+            ("unused.txt", "not copied\n"),
+            ("app/ignored.log", "ignored\n"),
+            (".dockerignore", "app/*.log\n"),
+        ],
+    );
+    let (first, dest) = fx.build_local("first", &ctx, &[]);
+    let first_err = text(&first.stderr);
+    assert!(first.status.success(), "{first_err}");
+    assert!(!first_err.contains("CACHED"), "{first_err}");
+    let ran_first = read(&dest.join("ran"));
+
+    // Unchanged, in a new process: every step cached, the RUN's output is the first build's.
+    let (second, dest) = fx.build_local("second", &ctx, &[]);
+    let err = text(&second.stderr);
+    assert!(second.status.success(), "{err}");
+    let states = step_states(&err);
+    for step in ["COPY app/", "RUN echo", "COPY other.txt"] {
+        assert_eq!(state_of(&states, step), "CACHED", "{step}: {err}");
+    }
+    assert_eq!(read(&dest.join("ran")), ran_first);
+
+    // Not invalidating: an unselected file, an ignored file, an mtime, an unused ARG.
+    std::fs::write(Path::new(&ctx).join("unused.txt"), "changed\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(Path::new(&ctx).join("app/ignored.log"), "changed\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let a = Path::new(&ctx).join("app/a.txt");
+    let content = read(&a);
+    std::fs::write(&a, content).unwrap_or_else(|e| panic!("{e}"));
+    let (third, dest) = fx.build_local("third", &ctx, &["--build-arg", "UNUSED=2"]);
+    let err = text(&third.stderr);
+    assert!(third.status.success(), "{err}");
+    let states = step_states(&err);
+    for step in ["COPY app/", "RUN echo", "COPY other.txt"] {
+        assert_eq!(state_of(&states, step), "CACHED", "{step}: {err}");
+    }
+    assert_eq!(read(&dest.join("ran")), ran_first);
+
+    // A used ARG: the RUN and what follows run again; the COPY before it does not.
+    let (fourth, dest) = fx.build_local("fourth", &ctx, &["--build-arg", "USED=2"]);
+    let err = text(&fourth.stderr);
+    assert!(fourth.status.success(), "{err}");
+    let states = step_states(&err);
+    assert_eq!(state_of(&states, "COPY app/"), "CACHED", "{err}");
+    assert_eq!(state_of(&states, "RUN echo"), "RAN", "{err}");
+    assert_eq!(state_of(&states, "COPY other.txt"), "RAN", "{err}");
+    assert!(read(&dest.join("ran")).starts_with("run 2 "));
+
+    // Selected content: the COPY and everything after it run again.
+    std::fs::write(Path::new(&ctx).join("app/sub/b.txt"), "b2\n").unwrap_or_else(|e| panic!("{e}"));
+    let (fifth, dest) = fx.build_local("fifth", &ctx, &[]);
+    let err = text(&fifth.stderr);
+    assert!(fifth.status.success(), "{err}");
+    let states = step_states(&err);
+    for step in ["COPY app/", "RUN echo", "COPY other.txt"] {
+        assert_eq!(state_of(&states, step), "RAN", "{step}: {err}");
+    }
+    assert_ne!(read(&dest.join("ran")), ran_first);
+    assert_eq!(read(&dest.join("app/sub/b.txt")), "b2\n");
+
+    // --no-cache runs everything; --no-cache-filter only the named stage.
+    let (sixth, _) = fx.build_local("sixth", &ctx, &["--no-cache"]);
+    let err = text(&sixth.stderr);
+    assert!(sixth.status.success(), "{err}");
+    assert!(!err.contains("CACHED"), "{err}");
+}
+
+#[test]
+fn no_cache_filter_reruns_only_the_named_stages() {
+    let Some(fx) = Fixture::new("filter") else {
+        return;
+    };
+    let ctx = fx.context(
+        "ctx",
+        "FROM busybox AS one\nRUN echo one > /one\nFROM busybox AS two\nRUN echo two > /two\nFROM busybox\nCOPY --from=one /one /one\nCOPY --from=two /two /two\n",
+        &[],
+    );
+    let (first, _) = fx.build_local("first", &ctx, &[]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let (second, dest) = fx.build_local("second", &ctx, &["--no-cache-filter", "two"]);
+    let err = text(&second.stderr);
+    assert!(second.status.success(), "{err}");
+    let states = step_states(&err);
+    assert_eq!(state_of(&states, "RUN echo one"), "CACHED", "{err}");
+    assert_eq!(state_of(&states, "RUN echo two"), "RAN", "{err}");
+    assert_eq!(read(&dest.join("two")), "two\n");
+    assert_eq!(read(&dest.join("one")), "one\n");
+}
