@@ -468,29 +468,42 @@ impl StageRun<'_> {
         let started = Instant::now();
         let mut inherited_env = None;
         let platform = self.req.options.platform.to_string();
-        let (base_config, mut layers, mut key) = match &stage.base {
-            StageBase::Scratch => (None, Vec::new(), base_key("scratch", "", &platform)),
-            StageBase::Image(reference) => {
-                let (manifest, config) =
-                    self.lookup(reference)
-                        .map_err(|reason| BuildError::Instruction {
-                            span: stage.base_span,
-                            reason,
-                        })?;
-                let layers = base_layers(store, &manifest.layers, &config.rootfs.diff_ids)?;
-                let key = base_key("image", manifest.config.digest.as_str(), &platform);
-                (Some(config), layers, key)
-            }
-            StageBase::Stage(i) => {
-                let parent = done.get(i).ok_or(BuildError::Internal(
-                    "a stage ran before the stage it is based on",
-                ))?;
-                inherited_env = Some(parent.run_env.clone());
-                (
-                    Some(parent.config.clone()),
-                    parent.layers.clone(),
-                    parent.key.clone(),
-                )
+        let base = (|| -> Result<_, BuildError> {
+            Ok(match &stage.base {
+                StageBase::Scratch => (None, Vec::new(), base_key("scratch", "", &platform)),
+                StageBase::Image(reference) => {
+                    let (manifest, config) =
+                        self.lookup(reference)
+                            .map_err(|reason| BuildError::Instruction {
+                                span: stage.base_span,
+                                reason,
+                            })?;
+                    let layers = base_layers(store, &manifest.layers, &config.rootfs.diff_ids)?;
+                    let key = base_key("image", manifest.config.digest.as_str(), &platform);
+                    (Some(config), layers, key)
+                }
+                StageBase::Stage(i) => {
+                    let parent = done.get(i).ok_or(BuildError::Internal(
+                        "a stage ran before the stage it is based on",
+                    ))?;
+                    inherited_env = Some(parent.run_env.clone());
+                    (
+                        Some(parent.config.clone()),
+                        parent.layers.clone(),
+                        parent.key.clone(),
+                    )
+                }
+            })
+        })();
+        let (base_config, mut layers, mut key) = match base {
+            Ok(base) => base,
+            Err(e) => {
+                self.event(BuildEvent::StepFailed {
+                    step: step_no,
+                    elapsed: started.elapsed(),
+                    error: e.to_string(),
+                });
+                return Err(e);
             }
         };
         let use_cache = !self.req.no_cache
