@@ -5,7 +5,8 @@
 //!
 //! * with `SOURCE_DATE_EPOCH` (the environment variable in one store, `--source-date-epoch`
 //!   overriding a different environment value in the other) the image ID, the manifest digest
-//!   and the `-o type=oci` archive are identical byte for byte, with gzip and with zstd layers;
+//!   and the `-o type=oci`, `docker` and `tar` outputs are identical byte for byte, with gzip
+//!   and with zstd layers, and so is a rebuild from the cache;
 //!   `created` in the config and history is the epoch, no layer entry is newer than it, older
 //!   mtimes are kept, and `ARG SOURCE_DATE_EPOCH` sees the value;
 //! * without it, the config digests differ (the `created` times) and so does the COPY layer
@@ -429,6 +430,12 @@ fn same_input_in_two_stores_gives_the_same_image_bit_for_bit() {
     );
     let image = read_image(&ga.archive);
     check_clamped(&image, "application/vnd.oci.image.layer.v1.tar+gzip");
+    // Built again where the store holds every step's result: the same bytes.
+    let again = a.build("gzip-again", Env::Epoch(EPOCH_TEXT), "gzip", &[]);
+    assert!(
+        again.archive == ga.archive,
+        "a rebuild in the same store differs"
+    );
 
     // zstd, the same way.
     let za = a.build("zstd", Env::Epoch(EPOCH_TEXT), "zstd", &[]);
