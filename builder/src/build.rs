@@ -217,6 +217,7 @@ pub fn build(
         .collect();
     let run = StageRun {
         cancelled: std::sync::atomic::AtomicBool::new(false),
+        digests: rbuild_cache::FileIndex::load(store, &req.context_dir),
         stage_names,
         context_view: Mutex::new(None),
         store,
@@ -228,7 +229,14 @@ pub fn build(
         total,
         on_event: Mutex::new(on_event),
     };
-    let done = run_stages(&run, &plan.stages, req.jobs)?;
+    let done = run_stages(&run, &plan.stages, req.jobs);
+    // What was learnt about the context's files is kept, whatever the outcome.
+    if let Err(e) = run.digests.save() {
+        run.event(BuildEvent::Warning(format!(
+            "the context's file digest index was not saved (the next build hashes the files again): {e}"
+        )));
+    }
+    let done = done?;
     let mut done = done;
     let target = done
         .remove(&plan.target)
@@ -275,6 +283,8 @@ fn in_step(step: &PlannedStep, e: BuildError) -> BuildError {
 
 /// What every stage of one build shares; stages of one wave use it from several threads.
 struct StageRun<'a> {
+    /// Content digests of the context's files by identity, kept between builds.
+    digests: rbuild_cache::FileIndex,
     /// Set when a stage failed: the others stop at their next step.
     cancelled: std::sync::atomic::AtomicBool,
     /// Stage names and indexes (as text) of the plan, for `--mount from=`.
@@ -760,7 +770,7 @@ impl StageRun<'_> {
                     let sum = rbuild_executor::checksum::checksum(
                         &op,
                         self.context,
-                        &rbuild_executor::NoIndex,
+                        &self.digests,
                     )?;
                     if !sum.remote_urls.is_empty() && op.checksum.is_none() {
                         // A URL's content is only known by downloading it.
@@ -784,7 +794,7 @@ impl StageRun<'_> {
                             let sum = rbuild_executor::checksum::checksum(
                                 &op,
                                 self.context,
-                                &rbuild_executor::NoIndex,
+                                &self.digests,
                             )?;
                             inputs.push(("bind".into(), sum.digest_string()));
                         }
