@@ -140,14 +140,7 @@ impl FileIndex {
         let canonical = fs::canonicalize(scope).unwrap_or_else(|_| scope.to_path_buf());
         let name = hex(&Sha256::digest(canonical.as_os_str().as_encoded_bytes()));
         let path = layout.join(INDEX_DIR).join(name);
-        let loaded = read_index(&path)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(key, digest)| {
-                let seen = AtomicBool::new(false);
-                (key, Loaded { digest, seen })
-            })
-            .collect();
+        let loaded = read_index(&path).unwrap_or_default();
         FileIndex {
             path,
             tmp_dir: layout.join("tmp"),
@@ -265,7 +258,7 @@ fn lock(shard: &Mutex<Map>) -> MutexGuard<'_, Map> {
 }
 
 /// The entries of the index file at `path`, or `None` if it is missing or not a valid index.
-fn read_index(path: &Path) -> Option<Map> {
+fn read_index(path: &Path) -> Option<HashMap<FileKey, Loaded>> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW)
@@ -292,12 +285,13 @@ fn read_index(path: &Path) -> Option<Map> {
     if md.len() != expected_len {
         return None;
     }
-    let mut map = Map::with_capacity(usize::try_from(count).ok()?);
+    let mut map = HashMap::with_capacity(usize::try_from(count).ok()?);
     let mut record = [0u8; RECORD_LEN];
     for _ in 0..count {
         input.read_exact(&mut record).ok()?;
         let (key, digest) = decode(&record)?;
-        map.insert(key, digest);
+        let seen = AtomicBool::new(false);
+        map.insert(key, Loaded { digest, seen });
     }
     let HashingReader { mut inner, hasher } = input;
     let mut trailer = [0u8; TRAILER_LEN];

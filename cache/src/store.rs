@@ -9,6 +9,7 @@
 //!     images.json, images.lock the image index
 //!     snapshots/<hex>/{fs,parent}
 //!     cachekeys/<hex>          what the build step with that cache key produced
+//!     file-index/<hex>         per build context: file identity → content digest
 //!     tmp/                     temp files and dirs, renamed into place when complete
 //!     trash/                   removed snapshots, deleted from here
 //! ```
