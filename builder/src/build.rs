@@ -59,6 +59,10 @@ pub struct BuildRequest {
     pub no_cache_filter: Vec<String>,
     /// `--jobs`: how many stages run at once (0: all that are ready).
     pub jobs: usize,
+    /// `--cache-from type=local,src=DIR`: caches whose records a store miss falls back to.
+    pub cache_from: Vec<PathBuf>,
+    /// `--cache-to type=local,dest=DIR`: where the keys and layers of this build go.
+    pub cache_to: Option<cachekey::CacheExport>,
 }
 
 impl BuildRequest {
@@ -215,7 +219,10 @@ pub fn build(
                 .chain([by_index])
         })
         .collect();
+    let cache =
+        cachekey::BuildCache::open(&req.cache_from, &mut |w| on_event(BuildEvent::Warning(w)));
     let run = StageRun {
+        cache,
         cancelled: std::sync::atomic::AtomicBool::new(false),
         digests: rbuild_cache::FileIndex::load(store, &req.context_dir),
         stage_names,
@@ -247,6 +254,11 @@ pub fn build(
     let infos: Vec<_> = target.layers.iter().map(StageLayer::info).collect();
     let manifest = write_image(store, config.clone(), &infos, req.layer_options.format)?;
     let written = rbuild_image::images::resolve_manifest(store, &manifest)?.1;
+    if let Some(to) = &req.cache_to {
+        let chain = cachekey::target_chain(&plan.stages, plan.target);
+        run.cache
+            .export(store, to, &chain, &|w| run.event(BuildEvent::Warning(w)))?;
+    }
     Ok(BuiltImage {
         manifest,
         config_digest: written.config.digest,
@@ -283,6 +295,8 @@ fn in_step(step: &PlannedStep, e: BuildError) -> BuildError {
 
 /// What every stage of one build shares; stages of one wave use it from several threads.
 struct StageRun<'a> {
+    /// Imported cache records, and the keys and layers of this build for `--cache-to`.
+    cache: cachekey::BuildCache,
     /// Content digests of the context's files by identity, kept between builds.
     digests: rbuild_cache::FileIndex,
     /// Set when a stage failed: the others stop at their next step.
@@ -573,8 +587,12 @@ impl StageRun<'_> {
             let mut empty_layer = metadata_only;
             let mut cached = false;
             if !metadata_only {
+                let parent = layers.last().cloned();
                 let hit = if use_cache && cacheable {
-                    cachekey::lookup(store, &key).map_err(fail)?
+                    let warn = |w: String| self.event(BuildEvent::Warning(w));
+                    self.cache
+                        .lookup(store, &key, parent.as_ref(), &warn)
+                        .map_err(fail)?
                 } else {
                     None
                 };
@@ -593,6 +611,10 @@ impl StageRun<'_> {
                         layer
                     }
                 };
+                if cacheable {
+                    self.cache
+                        .note(stage.index, &key, parent.as_ref(), layer.as_ref());
+                }
                 match layer {
                     Some(layer) => layers.push(layer),
                     None => empty_layer = true,

@@ -18,19 +18,37 @@
 //! `--checksum`.
 //!
 //! A record (`rbuild_cache::KeyIndex`) is written only after the step's layer blob and
-//! snapshot are complete; a hit is used only when both still exist.
+//! snapshot are complete; a hit is used only when the blob still exists and the layer sits on
+//! the stage's layers (its chain ID); a snapshot pruned since is unpacked again from the blob.
+//!
+//! [`BuildCache`] adds the portable half: `--cache-from type=local,src=DIR` records (read
+//! before the build; a store miss falls back to them, and a hit copies the layer blob into the
+//! store, verified, unpacks it and records it) and `--cache-to type=local,dest=DIR` (the keys and
+//! layers this build used, merged into DIR). DIR is an OCI image layout whose format
+//! `docs/cache-format.md` describes.
 
-use rbuild_cache::{Digest, Store};
-use rbuild_image::manifest::Descriptor;
-use rbuild_image::LayerOptions;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use rbuild_cache::{Digest, Store, VerifiedReader};
+use rbuild_fsutil::Root;
+use rbuild_image::json;
+use rbuild_image::manifest::{annotations, media_types, Descriptor, Index, Manifest};
+use rbuild_image::oci_layout::OCI_LAYOUT_CONTENT;
+use rbuild_image::{LayerOptions, ManifestFormat};
 use rbuild_parser::instruction::Instruction;
-use rbuild_solver::PlannedStep;
+use rbuild_solver::{PlannedStage, PlannedStep, StageBase};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::config::StageConfig;
 use crate::error::BuildError;
-use crate::layers::StageLayer;
+use crate::layers::{chain_id, unpack, StageLayer};
 
 /// The format version of keys: changing how keys are computed changes it.
 const KEY_VERSION: &str = "rbuild-cache-key-v1";
@@ -133,9 +151,15 @@ struct LayerRecord {
     chain_id: Digest,
 }
 
-/// A usable earlier result of `key`: `Some(layer)` (`layer` itself `None` for a step without
-/// one), or `None` when there is none, or what it names is gone, or the record is unreadable.
-pub fn lookup(store: &Store, key: &Digest) -> Result<Option<Option<StageLayer>>, BuildError> {
+/// A usable earlier result of `key` in the store, for a step whose stage has `parent` as its
+/// top layer: `Some(layer)` (`layer` itself `None` for a step without one), or `None` when
+/// there is none, the record is unreadable, its layer does not sit on `parent`, or its blob is
+/// gone. A layer whose blob is present but whose snapshot was pruned is unpacked again first.
+pub fn lookup(
+    store: &Store,
+    key: &Digest,
+    parent: Option<&StageLayer>,
+) -> Result<Option<Option<StageLayer>>, BuildError> {
     let Some(bytes) = store.cache_keys().get(key)? else {
         return Ok(None);
     };
@@ -145,17 +169,16 @@ pub fn lookup(store: &Store, key: &Digest) -> Result<Option<Option<StageLayer>>,
     let Some(l) = record.layer else {
         return Ok(Some(None));
     };
-    if !store.blobs().contains(&l.descriptor.digest)
-        || store.snapshots().get(&l.chain_id)?.is_none()
-    {
-        return Ok(None);
-    }
-    Ok(Some(Some(StageLayer {
+    let layer = StageLayer {
         descriptor: l.descriptor,
         diff_id: l.diff_id,
         uncompressed_size: l.uncompressed_size,
         chain_id: l.chain_id,
-    })))
+    };
+    if !materialize(store, &layer, parent, None)? {
+        return Ok(None);
+    }
+    Ok(Some(Some(layer)))
 }
 
 /// Remembers that `key` produced `layer`.
@@ -176,6 +199,786 @@ pub fn record(store: &Store, key: &Digest, layer: Option<&StageLayer>) -> Result
     Ok(())
 }
 
+/// Fetches a missing layer blob into the store (from an imported cache).
+type FetchBlob<'a> = &'a dyn Fn(&Store) -> Result<(), BuildError>;
+
+/// Makes `layer` usable on top of `parent`: its blob in the store (fetched with `fetch` when
+/// missing) and its snapshot (unpacked from the blob, diff ID checked, when missing). `false`
+/// when the layer does not belong on `parent` (its chain ID says otherwise) or its blob is
+/// missing and there is nowhere to fetch it from.
+fn materialize(
+    store: &Store,
+    layer: &StageLayer,
+    parent: Option<&StageLayer>,
+    fetch: Option<FetchBlob<'_>>,
+) -> Result<bool, BuildError> {
+    let parent_chain = parent.map(|p| &p.chain_id);
+    if chain_id(parent_chain, &layer.diff_id) != layer.chain_id {
+        return Ok(false);
+    }
+    if !store.blobs().contains(&layer.descriptor.digest) {
+        match fetch {
+            Some(fetch) => fetch(store)?,
+            None => return Ok(false),
+        }
+    }
+    if store.snapshots().get(&layer.chain_id)?.is_none() {
+        store
+            .snapshots()
+            .create(&layer.chain_id, parent_chain, |dir: &Path| {
+                unpack(store, &layer.descriptor, &layer.diff_id, dir)
+            })?;
+    }
+    Ok(true)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cache import and export (`--cache-from type=local,src=DIR`, `--cache-to type=local,dest=DIR`).
+// The format is documented in docs/cache-format.md.
+
+/// `artifactType` of the cache manifest (and of its entry in `index.json`).
+pub const CACHE_ARTIFACT_TYPE: &str = "application/vnd.rbuild.cache.v1";
+/// Media type of the cache config blob: the records.
+pub const CACHE_CONFIG_MEDIA_TYPE: &str = "application/vnd.rbuild.cache.config.v1+json";
+/// `org.opencontainers.image.ref.name` of the cache manifest in `index.json`.
+pub const CACHE_REF_NAME: &str = "rbuild-cache";
+/// OCI's empty descriptor (`{}`), the single "layer" of a cache that has no layer.
+const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
+const EMPTY_CONTENT: &[u8] = b"{}";
+/// The most a cache config may hold (about 100,000 records).
+const MAX_CACHE_CONFIG_BYTES: u64 = 64 << 20;
+/// The most `oci-layout` may hold.
+const MAX_LAYOUT_FILE_BYTES: u64 = 4 << 10;
+/// Names of temp files an export writes in DIR before renaming them into place.
+const TEMP_PREFIX: &str = ".rbuild-tmp-";
+
+/// Which steps `--cache-to` exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheMode {
+    /// The steps of the final image's stages: the target stage and the stages it is `FROM`.
+    #[default]
+    Min,
+    /// Every step the build ran or found cached, in every stage.
+    Max,
+}
+
+/// `--cache-to type=local,dest=DIR,mode=…`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheExport {
+    pub dest: PathBuf,
+    pub mode: CacheMode,
+}
+
+/// The cache config blob.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct CacheConfig {
+    records: Vec<CacheRecord>,
+}
+
+/// One step's result: its key and its layer (`null` for a step that made none).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CacheRecord {
+    key: Digest,
+    layer: Option<CacheLayer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CacheLayer {
+    descriptor: Descriptor,
+    diff_id: Digest,
+    uncompressed_size: u64,
+    chain_id: Digest,
+    /// The chain ID of the layer below; absent for a bottom layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parent_chain_id: Option<Digest>,
+}
+
+impl CacheLayer {
+    fn new(layer: &StageLayer, parent: Option<&StageLayer>) -> CacheLayer {
+        CacheLayer {
+            descriptor: layer.descriptor.clone(),
+            diff_id: layer.diff_id.clone(),
+            uncompressed_size: layer.uncompressed_size,
+            chain_id: layer.chain_id.clone(),
+            parent_chain_id: parent.map(|p| p.chain_id.clone()),
+        }
+    }
+
+    fn stage_layer(&self) -> StageLayer {
+        StageLayer {
+            descriptor: self.descriptor.clone(),
+            diff_id: self.diff_id.clone(),
+            uncompressed_size: self.uncompressed_size,
+            chain_id: self.chain_id.clone(),
+        }
+    }
+
+    /// Whether the record is self-consistent: its chain ID is its diff ID on its parent.
+    fn consistent(&self) -> bool {
+        chain_id(self.parent_chain_id.as_ref(), &self.diff_id) == self.chain_id
+    }
+}
+
+/// A `--cache-from` directory.
+struct ImportSource {
+    dir: PathBuf,
+    root: Root,
+}
+
+/// What an imported record says, and which source it came from.
+struct Imported {
+    source: usize,
+    layer: Option<CacheLayer>,
+}
+
+/// The cache side of one build: the records of the `--cache-from` directories (read before the
+/// build starts), and the steps the build ran or found cached (what `--cache-to` exports).
+/// Stages use it from several threads.
+pub struct BuildCache {
+    sources: Vec<ImportSource>,
+    imported: BTreeMap<Digest, Imported>,
+    /// key → (stage index, layer): every keyed step of this build.
+    used: Mutex<BTreeMap<Digest, (usize, Option<CacheLayer>)>>,
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportSummary {
+    /// Records of this build in the export.
+    pub exported: usize,
+    /// Records in the directory now (older ones kept included).
+    pub total: usize,
+}
+
+impl BuildCache {
+    /// Reads the records of each `--cache-from` directory. A directory that holds no cache
+    /// (yet) or an unreadable one is reported through `warn` and skipped: the build runs without
+    /// it. Layer blobs are only read (and verified) when a step uses them.
+    pub fn open(cache_from: &[PathBuf], warn: &mut dyn FnMut(String)) -> BuildCache {
+        let mut cache = BuildCache {
+            sources: Vec::new(),
+            imported: BTreeMap::new(),
+            used: Mutex::new(BTreeMap::new()),
+        };
+        for dir in cache_from {
+            if std::fs::symlink_metadata(dir).is_err_and(|e| e.kind() == ErrorKind::NotFound) {
+                warn(format!(
+                    "--cache-from {}: no rbuild cache there (yet)",
+                    dir.display()
+                ));
+                continue;
+            }
+            let read = Root::open(dir)
+                .map_err(|source| BuildError::Fs {
+                    what: format!("opening {}", dir.display()),
+                    source,
+                })
+                .and_then(|root| {
+                    let _lock = lock_dir(dir, false)?;
+                    let found = read_cache_dir(&root)?;
+                    Ok((root, found))
+                });
+            let (root, found) = match read {
+                Ok((root, Some(found))) => (root, found),
+                Ok((_, None)) => {
+                    warn(format!(
+                        "--cache-from {}: no rbuild cache there (yet)",
+                        dir.display()
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    warn(format!(
+                        "--cache-from {}: ignored, the cache cannot be read: {e}",
+                        dir.display()
+                    ));
+                    continue;
+                }
+            };
+            let source = cache.sources.len();
+            cache.sources.push(ImportSource {
+                dir: dir.clone(),
+                root,
+            });
+            for record in found.records {
+                if record.layer.as_ref().is_some_and(|l| !l.consistent()) {
+                    continue;
+                }
+                // The first directory that has a key wins.
+                cache.imported.entry(record.key).or_insert(Imported {
+                    source,
+                    layer: record.layer,
+                });
+            }
+        }
+        cache
+    }
+
+    /// How many records the `--cache-from` directories hold.
+    pub fn imported_records(&self) -> usize {
+        self.imported.len()
+    }
+
+    /// A usable earlier result of `key` for a step whose stage has `parent` as its top layer:
+    /// from the store ([`lookup`]), else from an imported cache — whose layer blob is then
+    /// copied into the store (verified), unpacked on `parent`'s snapshot, and recorded in the
+    /// store, so later builds find it there. A result that cannot be used (a corrupt blob, a
+    /// diff ID mismatch) is reported through `warn` and counts as a miss: the step runs.
+    pub fn lookup(
+        &self,
+        store: &Store,
+        key: &Digest,
+        parent: Option<&StageLayer>,
+        warn: &dyn Fn(String),
+    ) -> Result<Option<Option<StageLayer>>, BuildError> {
+        match lookup(store, key, parent) {
+            Ok(Some(hit)) => return Ok(Some(hit)),
+            Ok(None) => {}
+            Err(e) => warn(format!(
+                "the stored result of a step cannot be used, the step runs again: {e}"
+            )),
+        }
+        let Some(imported) = self.imported.get(key) else {
+            return Ok(None);
+        };
+        let Some(source) = self.sources.get(imported.source) else {
+            return Err(BuildError::Internal("an imported record has no source"));
+        };
+        match import_record(store, source, imported.layer.as_ref(), parent) {
+            Ok(Some(layer)) => {
+                record(store, key, layer.as_ref())?;
+                Ok(Some(layer))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                warn(format!(
+                    "--cache-from {}: a cached step result was refused, the step runs: {e}",
+                    source.dir.display()
+                ));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Notes that step `key` of stage `stage` (on `parent`) has `layer`, for the export.
+    pub fn note(
+        &self,
+        stage: usize,
+        key: &Digest,
+        parent: Option<&StageLayer>,
+        layer: Option<&StageLayer>,
+    ) {
+        if let Ok(mut used) = self.used.lock() {
+            used.insert(
+                key.clone(),
+                (stage, layer.map(|l| CacheLayer::new(l, parent))),
+            );
+        }
+    }
+
+    /// Writes the records of this build — of the stages in `target_chain` for
+    /// [`CacheMode::Min`], of every stage for [`CacheMode::Max`] — and their layer blobs into
+    /// `to.dest`, merged with what is already there (older records are kept, this build's
+    /// replace those with the same key). Blobs are written first, `index.json` last (atomically),
+    /// under an exclusive lock on the directory. An existing cache that cannot be read is
+    /// reported through `warn` and replaced.
+    pub fn export(
+        &self,
+        store: &Store,
+        to: &CacheExport,
+        target_chain: &BTreeSet<usize>,
+        warn: &dyn Fn(String),
+    ) -> Result<ExportSummary, BuildError> {
+        let ours: Vec<CacheRecord> = {
+            let used = self
+                .used
+                .lock()
+                .map_err(|_| BuildError::Internal("the cache's step list is poisoned"))?;
+            used.iter()
+                .filter(|(_, (stage, _))| to.mode == CacheMode::Max || target_chain.contains(stage))
+                .map(|(key, (_, layer))| CacheRecord {
+                    key: key.clone(),
+                    layer: layer.clone(),
+                })
+                .collect()
+        };
+        export_records(store, &to.dest, ours, warn)
+    }
+}
+
+/// The stages the final image is made of: `target` and the stages it is (transitively) `FROM`.
+pub fn target_chain(stages: &[PlannedStage], target: usize) -> BTreeSet<usize> {
+    let mut chain = BTreeSet::new();
+    let mut next = Some(target);
+    while let Some(index) = next {
+        if !chain.insert(index) {
+            break;
+        }
+        next = stages
+            .iter()
+            .find(|s| s.index == index)
+            .and_then(|s| match s.base {
+                StageBase::Stage(base) => Some(base),
+                _ => None,
+            });
+    }
+    chain
+}
+
+/// Makes an imported record's layer usable in the store; `None` when it does not belong on
+/// `parent`.
+fn import_record(
+    store: &Store,
+    source: &ImportSource,
+    layer: Option<&CacheLayer>,
+    parent: Option<&StageLayer>,
+) -> Result<Option<Option<StageLayer>>, BuildError> {
+    let Some(layer) = layer else {
+        return Ok(Some(None));
+    };
+    if layer.parent_chain_id.as_ref() != parent.map(|p| &p.chain_id) {
+        return Ok(None);
+    }
+    let stage_layer = layer.stage_layer();
+    let fetch = |store: &Store| copy_blob_into_store(&source.root, &layer.descriptor, store);
+    if !materialize(store, &stage_layer, parent, Some(&fetch))? {
+        return Ok(None);
+    }
+    Ok(Some(Some(stage_layer)))
+}
+
+/// Streams blob `desc` of a cache directory into the store, committed only when its size and
+/// digest are what `desc` says.
+fn copy_blob_into_store(root: &Root, desc: &Descriptor, store: &Store) -> Result<(), BuildError> {
+    let rel = blob_path(&desc.digest);
+    let mut file = open_blob(root, &rel)?;
+    let mut writer = store.blobs().writer()?;
+    let copied = std::io::copy(
+        &mut (&mut file).take(desc.size.saturating_add(1)),
+        &mut writer,
+    )
+    .map_err(|e| BuildError::Io {
+        what: format!("copying {rel}"),
+        source: e,
+    })?;
+    if copied != desc.size {
+        return Err(invalid(
+            &rel,
+            format!(
+                "the blob is {copied} bytes, its descriptor says {}",
+                desc.size
+            ),
+        ));
+    }
+    writer
+        .commit_expecting(&desc.digest)
+        .map_err(|e| invalid(&rel, e.to_string()))?;
+    Ok(())
+}
+
+fn blob_path(digest: &Digest) -> String {
+    format!("blobs/sha256/{}", digest.hex())
+}
+
+/// A cache-format error about `what`.
+fn invalid(what: &str, reason: impl std::fmt::Display) -> BuildError {
+    BuildError::Io {
+        what: what.to_string(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, reason.to_string()),
+    }
+}
+
+/// Opens a regular file beneath a cache directory (symlinks resolved inside it).
+fn open_blob(root: &Root, rel: &str) -> Result<File, BuildError> {
+    let file = root.open_file(rel).map_err(|source| BuildError::Fs {
+        what: format!("opening {rel}"),
+        source,
+    })?;
+    let meta = file.metadata().map_err(|e| BuildError::Io {
+        what: format!("reading {rel}"),
+        source: e,
+    })?;
+    if !meta.is_file() {
+        return Err(invalid(rel, "not a regular file"));
+    }
+    Ok(file)
+}
+
+/// Reads a small file beneath a cache directory whole; `None` when it does not exist.
+fn read_small(root: &Root, rel: &str, limit: u64) -> Result<Option<Vec<u8>>, BuildError> {
+    match root.exists(rel) {
+        Ok(true) => {}
+        Ok(false) => return Ok(None),
+        Err(source) => {
+            return Err(BuildError::Fs {
+                what: format!("looking for {rel}"),
+                source,
+            })
+        }
+    }
+    let file = open_blob(root, rel)?;
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| BuildError::Io {
+            what: format!("reading {rel}"),
+            source: e,
+        })?;
+    if bytes.len() as u64 > limit {
+        return Err(invalid(rel, format!("larger than {limit} bytes")));
+    }
+    Ok(Some(bytes))
+}
+
+/// Reads the blob `desc` names, checking its size and digest.
+fn read_json_blob(root: &Root, desc: &Descriptor, limit: u64) -> Result<Vec<u8>, BuildError> {
+    let rel = blob_path(&desc.digest);
+    if desc.size > limit {
+        return Err(invalid(&rel, format!("larger than {limit} bytes")));
+    }
+    let bytes = read_small(root, &rel, limit)?.ok_or_else(|| invalid(&rel, "missing"))?;
+    if bytes.len() as u64 != desc.size {
+        return Err(invalid(
+            &rel,
+            format!("{} bytes, its descriptor says {}", bytes.len(), desc.size),
+        ));
+    }
+    let actual = Digest::of_bytes(&bytes);
+    if actual != desc.digest {
+        return Err(invalid(
+            &rel,
+            format!("content digest mismatch: got {actual}"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// What a cache directory holds.
+struct CacheDir {
+    /// `index.json`.
+    index: Index,
+    /// The descriptors (in `index`) of the rbuild cache manifests, with their config digests.
+    ours: Vec<(Descriptor, Digest)>,
+    /// Their records, merged (a later manifest's record of a key wins).
+    records: Vec<CacheRecord>,
+}
+
+/// Whether an `index.json` entry is an rbuild cache manifest.
+fn is_cache_entry(desc: &Descriptor) -> bool {
+    desc.media_type == media_types::OCI_MANIFEST
+        && (desc.artifact_type == CACHE_ARTIFACT_TYPE
+            || desc
+                .annotations
+                .get(annotations::REF_NAME)
+                .map(String::as_str)
+                == Some(CACHE_REF_NAME))
+}
+
+/// Reads a cache directory: `None` when it has no `index.json`. Manifest and config blobs are
+/// verified against their descriptors.
+fn read_cache_dir(root: &Root) -> Result<Option<CacheDir>, BuildError> {
+    let Some(index_bytes) = read_small(root, "index.json", json::MAX_MANIFEST_BYTES)? else {
+        return Ok(None);
+    };
+    let layout = read_small(root, "oci-layout", MAX_LAYOUT_FILE_BYTES)?
+        .ok_or_else(|| invalid("oci-layout", "missing: not an OCI image layout"))?;
+    let version = serde_json::from_slice::<serde_json::Value>(&layout)
+        .ok()
+        .and_then(|v| v.get("imageLayoutVersion")?.as_str().map(str::to_owned));
+    if version.as_deref() != Some("1.0.0") {
+        return Err(invalid("oci-layout", "imageLayoutVersion is not 1.0.0"));
+    }
+    let index = Index::from_json(&index_bytes).map_err(|e| invalid("index.json", e))?;
+    let mut ours = Vec::new();
+    let mut merged: BTreeMap<Digest, Option<CacheLayer>> = BTreeMap::new();
+    for desc in index.manifests.iter().filter(|d| is_cache_entry(d)) {
+        let bytes = read_json_blob(root, desc, json::MAX_MANIFEST_BYTES)?;
+        let manifest =
+            Manifest::from_json(&bytes).map_err(|e| invalid(&blob_path(&desc.digest), e))?;
+        if manifest.config.media_type != CACHE_CONFIG_MEDIA_TYPE {
+            return Err(invalid(
+                &blob_path(&desc.digest),
+                format!(
+                    "the cache manifest's config has media type {:?}, not {CACHE_CONFIG_MEDIA_TYPE}",
+                    manifest.config.media_type
+                ),
+            ));
+        }
+        let config_bytes = read_json_blob(root, &manifest.config, MAX_CACHE_CONFIG_BYTES)?;
+        let config: CacheConfig = serde_json::from_slice(&config_bytes)
+            .map_err(|e| invalid(&blob_path(&manifest.config.digest), e))?;
+        for r in config.records {
+            merged.insert(r.key, r.layer);
+        }
+        ours.push((desc.clone(), manifest.config.digest.clone()));
+    }
+    if ours.is_empty() {
+        return Ok(None);
+    }
+    let records = merged
+        .into_iter()
+        .map(|(key, layer)| CacheRecord { key, layer })
+        .collect();
+    Ok(Some(CacheDir {
+        index,
+        ours,
+        records,
+    }))
+}
+
+/// An `flock` on a cache directory (shared to read, exclusive to write); released on drop.
+fn lock_dir(dir: &Path, exclusive: bool) -> Result<File, BuildError> {
+    let file = File::open(dir).map_err(|e| BuildError::Io {
+        what: format!("opening {}", dir.display()),
+        source: e,
+    })?;
+    let op = if exclusive {
+        rustix::fs::FlockOperation::LockExclusive
+    } else {
+        rustix::fs::FlockOperation::LockShared
+    };
+    rustix::fs::flock(&file, op).map_err(|e| BuildError::Io {
+        what: format!("locking {}", dir.display()),
+        source: e.into(),
+    })?;
+    Ok(file)
+}
+
+/// Writes `records` (this build's) into the cache directory `dest`, merged with its contents.
+fn export_records(
+    store: &Store,
+    dest: &Path,
+    ours: Vec<CacheRecord>,
+    warn: &dyn Fn(String),
+) -> Result<ExportSummary, BuildError> {
+    let io = |what: String| move |e: std::io::Error| BuildError::Io { what, source: e };
+    let blob_dir = dest.join("blobs").join("sha256");
+    std::fs::create_dir_all(&blob_dir).map_err(io(format!("creating {}", blob_dir.display())))?;
+    let _lock = lock_dir(dest, true)?;
+    remove_stale_temps(dest);
+    let root = Root::open(dest).map_err(|source| BuildError::Fs {
+        what: format!("opening {}", dest.display()),
+        source,
+    })?;
+    let existing = match read_cache_dir(&root) {
+        Ok(existing) => existing,
+        Err(e) => {
+            warn(format!(
+                "--cache-to {}: the cache there cannot be read, it is replaced: {e}",
+                dest.display()
+            ));
+            None
+        }
+    };
+    // Older records whose layer blob is still there are kept; ours replace them by key.
+    let mut merged: BTreeMap<Digest, Option<CacheLayer>> = BTreeMap::new();
+    if let Some(existing) = &existing {
+        for r in &existing.records {
+            let blob_there = r.layer.as_ref().is_none_or(|l| {
+                std::fs::symlink_metadata(blob_dir.join(l.descriptor.digest.hex()))
+                    .is_ok_and(|m| m.is_file() && m.len() == l.descriptor.size)
+            });
+            if blob_there {
+                merged.insert(r.key.clone(), r.layer.clone());
+            }
+        }
+    }
+    let exported = ours.len();
+    let mut written = BTreeSet::new();
+    for r in ours {
+        if let Some(l) = &r.layer {
+            if written.insert(l.descriptor.digest.clone()) {
+                copy_blob_to_dir(store, &l.descriptor, dest, &blob_dir)?;
+            }
+        }
+        merged.insert(r.key, r.layer);
+    }
+    // The manifest lists every layer blob the records name, once, sorted by digest.
+    let mut layers: BTreeMap<Digest, Descriptor> = BTreeMap::new();
+    for l in merged.values().flatten() {
+        let mut d = Descriptor::new(
+            &l.descriptor.media_type,
+            l.descriptor.digest.clone(),
+            l.descriptor.size,
+        );
+        d.annotations.clear();
+        layers.entry(d.digest.clone()).or_insert(d);
+    }
+    let mut layers: Vec<Descriptor> = layers.into_values().collect();
+    if layers.is_empty() {
+        let digest = write_bytes_blob(dest, &blob_dir, EMPTY_CONTENT)?;
+        layers.push(Descriptor::new(
+            EMPTY_MEDIA_TYPE,
+            digest,
+            EMPTY_CONTENT.len() as u64,
+        ));
+    }
+    let total = merged.len();
+    let config = CacheConfig {
+        records: merged
+            .into_iter()
+            .map(|(key, layer)| CacheRecord { key, layer })
+            .collect(),
+    };
+    let config_bytes = json::to_go_json_indent(&config)?;
+    let config_digest = write_bytes_blob(dest, &blob_dir, &config_bytes)?;
+    let mut manifest = Manifest::new(
+        ManifestFormat::Oci,
+        Descriptor::new(
+            CACHE_CONFIG_MEDIA_TYPE,
+            config_digest.clone(),
+            config_bytes.len() as u64,
+        ),
+        layers,
+    );
+    manifest.artifact_type = CACHE_ARTIFACT_TYPE.to_string();
+    let manifest_bytes = manifest.to_json()?;
+    let manifest_digest = write_bytes_blob(dest, &blob_dir, &manifest_bytes)?;
+    sync_dir(&blob_dir)?;
+    // index.json: whatever else was there, and our one manifest.
+    let mut entry = Descriptor::new(
+        media_types::OCI_MANIFEST,
+        manifest_digest.clone(),
+        manifest_bytes.len() as u64,
+    );
+    entry.artifact_type = CACHE_ARTIFACT_TYPE.to_string();
+    entry.annotations.insert(
+        annotations::REF_NAME.to_string(),
+        CACHE_REF_NAME.to_string(),
+    );
+    let mut entries: Vec<Descriptor> = existing
+        .as_ref()
+        .map(|e| {
+            e.index
+                .manifests
+                .iter()
+                .filter(|d| !is_cache_entry(d))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let others: BTreeSet<Digest> = entries.iter().map(|d| d.digest.clone()).collect();
+    entries.push(entry);
+    let index_bytes = Index::new(ManifestFormat::Oci, entries).to_json()?;
+    if read_small(&root, "oci-layout", MAX_LAYOUT_FILE_BYTES)?.as_deref()
+        != Some(OCI_LAYOUT_CONTENT)
+    {
+        write_file_atomic(dest, &dest.join("oci-layout"), |f| {
+            f.write_all(OCI_LAYOUT_CONTENT)
+        })?;
+    }
+    write_file_atomic(dest, &dest.join("index.json"), |f| {
+        f.write_all(&index_bytes)
+    })?;
+    sync_dir(dest)?;
+    // The previous manifests and configs are no longer referenced.
+    for (desc, config) in existing.iter().flat_map(|e| e.ours.iter()) {
+        for old in [&desc.digest, config] {
+            if *old != manifest_digest && *old != config_digest && !others.contains(old) {
+                let _ = std::fs::remove_file(blob_dir.join(old.hex()));
+            }
+        }
+    }
+    Ok(ExportSummary { exported, total })
+}
+
+/// Copies a store blob into the cache directory unless an intact copy is there already
+/// (checked by hashing it). The store's reader verifies the digest as it streams.
+fn copy_blob_to_dir(
+    store: &Store,
+    desc: &Descriptor,
+    dest: &Path,
+    blob_dir: &Path,
+) -> Result<(), BuildError> {
+    let target = blob_dir.join(desc.digest.hex());
+    if std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_file() && m.len() == desc.size) {
+        let intact = File::open(&target).is_ok_and(|f| {
+            let mut reader = VerifiedReader::new(f, desc.digest.clone());
+            std::io::copy(&mut reader, &mut std::io::sink()).is_ok() && reader.is_verified()
+        });
+        if intact {
+            return Ok(());
+        }
+    }
+    let mut reader = store.blobs().open(&desc.digest)?;
+    write_file_atomic(dest, &target, |f| {
+        let n = std::io::copy(&mut reader, f)?;
+        if n != desc.size {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("blob {} is {n} bytes, not {}", desc.digest, desc.size),
+            ));
+        }
+        Ok(())
+    })
+}
+
+/// Writes `bytes` as a blob of the cache directory; returns its digest.
+fn write_bytes_blob(dest: &Path, blob_dir: &Path, bytes: &[u8]) -> Result<Digest, BuildError> {
+    let digest = Digest::of_bytes(bytes);
+    let target = blob_dir.join(digest.hex());
+    if std::fs::read(&target).is_ok_and(|existing| existing == bytes) {
+        return Ok(digest);
+    }
+    write_file_atomic(dest, &target, |f| f.write_all(bytes))?;
+    Ok(digest)
+}
+
+/// Writes `target` through a temp file in `dest`, fsynced and renamed into place.
+fn write_file_atomic(
+    dest: &Path,
+    target: &Path,
+    fill: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<(), BuildError> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let temp = dest.join(format!(
+        "{TEMP_PREFIX}{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let _ = std::fs::remove_file(&temp);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&temp)?;
+        fill(&mut file)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, target)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result.map_err(|e| BuildError::Io {
+        what: format!("writing {}", target.display()),
+        source: e,
+    })
+}
+
+fn sync_dir(dir: &Path) -> Result<(), BuildError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| BuildError::Io {
+            what: format!("syncing {}", dir.display()),
+            source: e,
+        })
+}
+
+/// Removes temp files an interrupted export left (the caller holds the exclusive lock).
+fn remove_stale_temps(dest: &Path) {
+    let Ok(entries) = std::fs::read_dir(dest) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +995,368 @@ mod tests {
         assert_ne!(key(&["ab", "c"]), key(&["a", "bc"]));
         assert_ne!(key(&["a"]), key(&["a", ""]));
         assert_eq!(key(&["a", "b"]), key(&["a", "b"]));
+    }
+
+    /// A scratch dir removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn scratch(name: &str) -> Scratch {
+        let dir =
+            std::env::temp_dir().join(format!("rbuild-cachekey-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        Scratch(dir)
+    }
+
+    /// A layer holding `/f` = `content`, committed into `store` on `parent`.
+    fn make_layer(
+        store: &Store,
+        dir: &Path,
+        content: &str,
+        parent: Option<&StageLayer>,
+    ) -> StageLayer {
+        let upper = dir.join(format!(
+            "upper-{}",
+            Digest::of_bytes(content.as_bytes()).hex()
+        ));
+        std::fs::create_dir_all(&upper).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(upper.join("f"), content).unwrap_or_else(|e| panic!("{e}"));
+        crate::layers::commit_layer(store, &upper, parent, &LayerOptions::default())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn read_f(store: &Store, layer: &StageLayer) -> String {
+        let snap = store
+            .snapshots()
+            .get(&layer.chain_id)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no snapshot {}", layer.chain_id));
+        std::fs::read_to_string(snap.path.join("f")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn open_cache(dirs: &[PathBuf]) -> (BuildCache, Vec<String>) {
+        let mut warnings = Vec::new();
+        let cache = BuildCache::open(dirs, &mut |w| warnings.push(w));
+        (cache, warnings)
+    }
+
+    fn config_records(dir: &Path) -> CacheConfig {
+        let root = Root::open(dir).unwrap_or_else(|e| panic!("{e}"));
+        let found = read_cache_dir(&root)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no cache in {}", dir.display()));
+        CacheConfig {
+            records: found.records,
+        }
+    }
+
+    /// Layer snapshots keep owners: these tests unpack as root only.
+    fn is_root() -> bool {
+        rustix::process::geteuid().is_root()
+    }
+
+    #[test]
+    fn export_then_import_into_a_fresh_store() {
+        if !is_root() {
+            eprintln!("SKIPPED: needs root");
+            return;
+        }
+        let tmp = scratch("roundtrip");
+        let a = Store::open(&tmp.0.join("a")).unwrap_or_else(|e| panic!("{e}"));
+        let l1 = make_layer(&a, &tmp.0, "one", None);
+        let l2 = make_layer(&a, &tmp.0, "two", Some(&l1));
+        let (k1, k2, k3) = (
+            Digest::of_bytes(b"k1"),
+            Digest::of_bytes(b"k2"),
+            Digest::of_bytes(b"k3"),
+        );
+        let (exporting, _) = open_cache(&[]);
+        exporting.note(0, &k1, None, Some(&l1));
+        exporting.note(0, &k2, Some(&l1), Some(&l2));
+        exporting.note(0, &k3, Some(&l2), None);
+        let dest = tmp.0.join("cache");
+        let to = CacheExport {
+            dest: dest.clone(),
+            mode: CacheMode::Max,
+        };
+        let summary = exporting
+            .export(&a, &to, &BTreeSet::new(), &|w| panic!("{w}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            summary,
+            ExportSummary {
+                exported: 3,
+                total: 3
+            }
+        );
+        for f in ["oci-layout", "index.json"] {
+            assert!(dest.join(f).is_file(), "{f}");
+        }
+
+        let b = Store::open(&tmp.0.join("b")).unwrap_or_else(|e| panic!("{e}"));
+        let (cache, warnings) = open_cache(std::slice::from_ref(&dest));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(cache.imported_records(), 3);
+        let warn = |w: String| panic!("{w}");
+        // A record is only for the parent it was made on.
+        assert_eq!(
+            cache
+                .lookup(&b, &k2, None, &warn)
+                .unwrap_or_else(|e| panic!("{e}")),
+            None
+        );
+        let got1 = cache
+            .lookup(&b, &k1, None, &warn)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got1, Some(Some(l1.clone())));
+        let got2 = cache
+            .lookup(&b, &k2, Some(&l1), &warn)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got2, Some(Some(l2.clone())));
+        let got3 = cache
+            .lookup(&b, &k3, Some(&l2), &warn)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got3, Some(None));
+        assert_eq!(read_f(&b, &l1), "one");
+        assert_eq!(read_f(&b, &l2), "two");
+        // Now the store itself has the records, without the import.
+        assert_eq!(
+            lookup(&b, &k2, Some(&l1)).unwrap_or_else(|e| panic!("{e}")),
+            Some(Some(l2.clone()))
+        );
+        assert_eq!(
+            lookup(&b, &k3, Some(&l2)).unwrap_or_else(|e| panic!("{e}")),
+            Some(None)
+        );
+    }
+
+    #[test]
+    fn a_pruned_snapshot_is_unpacked_again_from_its_blob() {
+        if !is_root() {
+            eprintln!("SKIPPED: needs root");
+            return;
+        }
+        let tmp = scratch("pruned");
+        let store = Store::open(&tmp.0.join("s")).unwrap_or_else(|e| panic!("{e}"));
+        let l1 = make_layer(&store, &tmp.0, "one", None);
+        let l2 = make_layer(&store, &tmp.0, "two", Some(&l1));
+        let key = Digest::of_bytes(b"k");
+        record(&store, &key, Some(&l2)).unwrap_or_else(|e| panic!("{e}"));
+        store
+            .snapshots()
+            .remove(&l2.chain_id)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            lookup(&store, &key, Some(&l1)).unwrap_or_else(|e| panic!("{e}")),
+            Some(Some(l2.clone()))
+        );
+        assert_eq!(read_f(&store, &l2), "two");
+        // On another parent the record does not apply; without its blob it is a miss.
+        assert_eq!(
+            lookup(&store, &key, None).unwrap_or_else(|e| panic!("{e}")),
+            None
+        );
+        store
+            .blobs()
+            .remove(&l2.descriptor.digest)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            lookup(&store, &key, Some(&l1)).unwrap_or_else(|e| panic!("{e}")),
+            None
+        );
+    }
+
+    #[test]
+    fn exports_merge_and_min_keeps_the_target_chain() {
+        if !is_root() {
+            eprintln!("SKIPPED: needs root");
+            return;
+        }
+        let tmp = scratch("merge");
+        let store = Store::open(&tmp.0.join("s")).unwrap_or_else(|e| panic!("{e}"));
+        let dest = tmp.0.join("cache");
+        let l1 = make_layer(&store, &tmp.0, "one", None);
+        let l2 = make_layer(&store, &tmp.0, "two", None);
+        let (k1, k2, k3) = (
+            Digest::of_bytes(b"k1"),
+            Digest::of_bytes(b"k2"),
+            Digest::of_bytes(b"k3"),
+        );
+        let warn = |w: String| panic!("{w}");
+        // Stage 1 is the target; stage 0 is only a COPY --from source.
+        let first = open_cache(&[]).0;
+        first.note(0, &k1, None, Some(&l1));
+        first.note(1, &k2, None, Some(&l2));
+        let min = CacheExport {
+            dest: dest.clone(),
+            mode: CacheMode::Min,
+        };
+        let chain = BTreeSet::from([1]);
+        let s = first
+            .export(&store, &min, &chain, &warn)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            s,
+            ExportSummary {
+                exported: 1,
+                total: 1
+            }
+        );
+        let keys = |dir: &Path| -> Vec<Digest> {
+            config_records(dir)
+                .records
+                .into_iter()
+                .map(|r| r.key)
+                .collect()
+        };
+        assert_eq!(keys(&dest), vec![k2.clone()]);
+        // A later build adds its records; the older ones stay.
+        let second = open_cache(&[]).0;
+        second.note(0, &k1, None, Some(&l1));
+        second.note(0, &k3, None, None);
+        let max = CacheExport {
+            dest: dest.clone(),
+            mode: CacheMode::Max,
+        };
+        let s = second
+            .export(&store, &max, &chain, &warn)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            s,
+            ExportSummary {
+                exported: 2,
+                total: 3
+            }
+        );
+        let mut want = vec![k1.clone(), k2.clone(), k3.clone()];
+        want.sort();
+        assert_eq!(keys(&dest), want);
+        // One cache manifest in the index; the replaced manifest and config blobs are gone.
+        let index: Index = serde_json::from_slice(
+            &std::fs::read(dest.join("index.json")).unwrap_or_else(|e| panic!("{e}")),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(index.manifests.len(), 1);
+        let blobs = std::fs::read_dir(dest.join("blobs/sha256"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .count();
+        // Two layers, one config, one manifest.
+        assert_eq!(blobs, 4);
+        assert!(std::fs::read_dir(&dest)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().starts_with(TEMP_PREFIX)));
+    }
+
+    #[test]
+    fn a_corrupt_blob_is_refused_and_healed_by_the_next_export() {
+        if !is_root() {
+            eprintln!("SKIPPED: needs root");
+            return;
+        }
+        let tmp = scratch("corrupt");
+        let a = Store::open(&tmp.0.join("a")).unwrap_or_else(|e| panic!("{e}"));
+        let l1 = make_layer(&a, &tmp.0, "one", None);
+        let key = Digest::of_bytes(b"k");
+        let dest = tmp.0.join("cache");
+        let to = CacheExport {
+            dest: dest.clone(),
+            mode: CacheMode::Max,
+        };
+        let exporting = open_cache(&[]).0;
+        exporting.note(0, &key, None, Some(&l1));
+        exporting
+            .export(&a, &to, &BTreeSet::new(), &|w| panic!("{w}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let blob = dest.join("blobs/sha256").join(l1.descriptor.digest.hex());
+        let mut bytes = std::fs::read(&blob).unwrap_or_else(|e| panic!("{e}"));
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&blob, &bytes).unwrap_or_else(|e| panic!("{e}"));
+
+        let b = Store::open(&tmp.0.join("b")).unwrap_or_else(|e| panic!("{e}"));
+        let (cache, _) = open_cache(std::slice::from_ref(&dest));
+        let warnings = Mutex::new(Vec::new());
+        let warn = |w: String| warnings.lock().unwrap_or_else(|e| panic!("{e}")).push(w);
+        assert_eq!(
+            cache
+                .lookup(&b, &key, None, &warn)
+                .unwrap_or_else(|e| panic!("{e}")),
+            None
+        );
+        let warnings = warnings.into_inner().unwrap_or_default();
+        assert!(
+            warnings.len() == 1 && warnings[0].contains("digest mismatch"),
+            "{warnings:?}"
+        );
+        assert!(!b.blobs().contains(&l1.descriptor.digest));
+        assert_eq!(
+            lookup(&b, &key, None).unwrap_or_else(|e| panic!("{e}")),
+            None
+        );
+        // Exporting the same record again replaces the damaged copy.
+        exporting
+            .export(&a, &to, &BTreeSet::new(), &|w| panic!("{w}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (cache, _) = open_cache(std::slice::from_ref(&dest));
+        assert_eq!(
+            cache
+                .lookup(&b, &key, None, &|w| panic!("{w}"))
+                .unwrap_or_else(|e| panic!("{e}")),
+            Some(Some(l1.clone()))
+        );
+    }
+
+    #[test]
+    fn a_missing_or_foreign_dir_is_a_warning() {
+        let tmp = scratch("missing");
+        let file = tmp.0.join("file");
+        std::fs::write(&file, "").unwrap_or_else(|e| panic!("{e}"));
+        let (cache, warnings) = open_cache(&[tmp.0.join("absent"), tmp.0.clone(), file]);
+        assert_eq!(cache.imported_records(), 0);
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(
+            warnings[0].contains("no rbuild cache there"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[1].contains("no rbuild cache there"),
+            "{warnings:?}"
+        );
+        assert!(warnings[2].contains("cannot be read"), "{warnings:?}");
+        std::fs::write(tmp.0.join("index.json"), "{}").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(tmp.0.join("oci-layout"), OCI_LAYOUT_CONTENT)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (_, warnings) = open_cache(std::slice::from_ref(&tmp.0));
+        assert!(
+            warnings.len() == 1 && warnings[0].contains("index.json"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn the_target_chain_follows_from_stages() {
+        let file = rbuild_parser::instruction::parse(
+            "FROM scratch AS a\nFROM a AS b\nFROM scratch AS c\nFROM b\nCOPY --from=c / /\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        struct NoImages;
+        impl rbuild_solver::BaseImageResolver for NoImages {
+            fn resolve(&mut self, r: &str) -> Result<rbuild_solver::BaseImageInfo, String> {
+                Err(r.to_string())
+            }
+        }
+        let plan = rbuild_solver::plan(&file, &Default::default(), &mut NoImages)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            target_chain(&plan.stages, plan.target),
+            BTreeSet::from([0, 1, 3])
+        );
     }
 }

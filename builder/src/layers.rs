@@ -101,7 +101,7 @@ pub fn base_layers(
 }
 
 /// Unpacks one layer blob into `dir`, checking that the uncompressed tar has `diff_id`.
-fn unpack(
+pub(crate) fn unpack(
     store: &Store,
     desc: &Descriptor,
     diff_id: &Digest,

@@ -90,6 +90,13 @@ pub struct BuildArgs {
     /// SOURCE_DATE_EPOCH`, then the SOURCE_DATE_EPOCH environment variable).
     #[arg(long = "source-date-epoch", value_name = "SECONDS", value_parser = clap::value_parser!(i64).range(0..))]
     pub source_date_epoch: Option<i64>,
+    /// Export the build cache: `type=local,dest=DIR[,mode=min|max]` (an OCI layout; `min`, the
+    /// default, exports the final image's stages, `max` every step).
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Option<String>,
+    /// Use a cache a `--cache-to` wrote: `type=local,src=DIR` (repeatable).
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
     /// The build context directory.
     pub context: Option<String>,
 }
@@ -267,6 +274,63 @@ pub fn parse_output(spec: &str) -> anyhow::Result<(Output, CompressionChoice)> {
     ))
 }
 
+/// The fields of a `--cache-to`/`--cache-from` spec, with its `type` checked: only `local`
+/// exists so far. A spec without `=` is an image reference, as for docker (registry cache).
+fn cache_spec_fields(flag: &str, spec: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let registry =
+        "is not supported yet: registry cache arrives with the registry issue (use type=local)";
+    if !spec.contains('=') {
+        bail!("{flag} {spec:?}: an image reference means a registry cache, which {registry}");
+    }
+    let mut fields = BTreeMap::new();
+    for part in spec.split(',') {
+        let (k, v) = part.split_once('=').with_context(|| {
+            format!("invalid {flag} field {part:?} in {spec:?}: expected key=value")
+        })?;
+        fields.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    match fields.remove("type").as_deref() {
+        Some("local") => Ok(fields),
+        Some(kind @ ("registry" | "inline")) => bail!("{flag} type={kind} {registry}"),
+        Some(kind @ ("gha" | "s3" | "azblob")) => {
+            bail!("{flag} type={kind} is not supported: rbuild has type=local (registry cache arrives with the registry issue)")
+        }
+        Some(other) => bail!("unknown {flag} type {other:?}: use type=local"),
+        None => bail!("{flag} {spec:?} needs type=local"),
+    }
+}
+
+/// Parses `--cache-to type=local,dest=DIR[,mode=min|max]`.
+pub fn parse_cache_to(spec: &str) -> anyhow::Result<rbuild_builder::cachekey::CacheExport> {
+    use rbuild_builder::cachekey::{CacheExport, CacheMode};
+    let mut fields = cache_spec_fields("--cache-to", spec)?;
+    let dest = fields.remove("dest").filter(|d| !d.is_empty());
+    let mode = match fields.remove("mode").as_deref() {
+        None | Some("min") => CacheMode::Min,
+        Some("max") => CacheMode::Max,
+        Some(other) => bail!("invalid --cache-to mode {other:?}: use min or max"),
+    };
+    if let Some(k) = fields.keys().next() {
+        bail!("unknown --cache-to option {k:?} for type=local: use dest and mode");
+    }
+    let dest = dest.with_context(|| format!("--cache-to {spec:?} needs dest=DIR"))?;
+    Ok(CacheExport {
+        dest: PathBuf::from(dest),
+        mode,
+    })
+}
+
+/// Parses `--cache-from type=local,src=DIR`.
+pub fn parse_cache_from(spec: &str) -> anyhow::Result<PathBuf> {
+    let mut fields = cache_spec_fields("--cache-from", spec)?;
+    let src = fields.remove("src").filter(|d| !d.is_empty());
+    if let Some(k) = fields.keys().next() {
+        bail!("unknown --cache-from option {k:?} for type=local: use src");
+    }
+    let src = src.with_context(|| format!("--cache-from {spec:?} needs src=DIR"))?;
+    Ok(PathBuf::from(src))
+}
+
 /// The build arg (and environment variable) that sets the reproducible-build timestamp.
 const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
 
@@ -417,6 +481,12 @@ pub fn run(store_root: &Path, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
         jobs: args.jobs,
+        cache_from: args
+            .cache_from
+            .iter()
+            .map(|s| parse_cache_from(s))
+            .collect::<anyhow::Result<_>>()?,
+        cache_to: args.cache_to.as_deref().map(parse_cache_to).transpose()?,
     };
     let store = Store::open(store_root)
         .with_context(|| format!("opening the image store {}", store_root.display()))?;
@@ -654,6 +724,73 @@ mod tests {
             "type=oci,dest",
         ] {
             assert!(parse_output(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cache_specs() {
+        use rbuild_builder::cachekey::{CacheExport, CacheMode};
+        let to = |s: &str| parse_cache_to(s).map_err(|e| e.to_string());
+        assert_eq!(
+            to("type=local,dest=/c"),
+            Ok(CacheExport {
+                dest: "/c".into(),
+                mode: CacheMode::Min
+            })
+        );
+        assert_eq!(
+            to("type=local,dest=c,mode=max"),
+            Ok(CacheExport {
+                dest: "c".into(),
+                mode: CacheMode::Max
+            })
+        );
+        assert_eq!(
+            parse_cache_from("type=local,src=/c").map_err(|e| e.to_string()),
+            Ok(PathBuf::from("/c"))
+        );
+        for (bad, says) in [
+            (
+                "type=registry,ref=r/cache",
+                "registry cache arrives with the registry issue",
+            ),
+            (
+                "type=inline",
+                "registry cache arrives with the registry issue",
+            ),
+            (
+                "example.com/app:cache",
+                "registry cache arrives with the registry issue",
+            ),
+            ("type=gha", "not supported"),
+            ("type=bogus,dest=x", "unknown --cache-to type"),
+            ("type=local", "needs dest=DIR"),
+            ("type=local,dest=", "needs dest=DIR"),
+            ("type=local,dest=x,mode=all", "use min or max"),
+            ("type=local,dest=x,frob=1", "unknown --cache-to option"),
+            ("type=local,src=x", "unknown --cache-to option \"src\""),
+            ("dest=x", "needs type=local"),
+        ] {
+            let err = to(bad).err().unwrap_or_default();
+            assert!(err.contains(says), "{bad}: {err:?}");
+        }
+        for (bad, says) in [
+            ("type=local", "needs src=DIR"),
+            ("type=local,dest=x", "unknown --cache-from option \"dest\""),
+            (
+                "type=registry,ref=x",
+                "registry cache arrives with the registry issue",
+            ),
+            (
+                "cache-image",
+                "registry cache arrives with the registry issue",
+            ),
+        ] {
+            let err = parse_cache_from(bad)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(says), "{bad}: {err:?}");
         }
     }
 
