@@ -4,67 +4,32 @@
 //! The busybox base image is made from Debian's busybox-static by `testdata/base/make-busybox-rootfs.sh`,
 //! exactly as the recorder made BuildKit's.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use rbuild_cache::Store;
 use rbuild_image::{image_from_dir, tag_image, ImageConfig};
 use sha2::{Digest as _, Sha256};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use common::{busybox_rootfs, copy_tree, repo, root_and_busybox, text, Fixture};
 
-fn rbuild(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rbuild"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running rbuild: {e}"))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// A store with `busybox:latest` made from the shared rootfs script; `None` (skip) without root
-/// or busybox-static, except under CI=true where that is a failure.
-fn store_with_busybox(dir: &Path) -> Option<PathBuf> {
-    let missing = if !rustix::process::geteuid().is_root() {
-        Some("building needs root (overlay mounts)")
-    } else if !Path::new("/bin/busybox").exists() {
-        Some("/bin/busybox is missing (apt-get install busybox-static; scripts/install-test-deps.sh does)")
-    } else {
-        None
-    };
-    if let Some(why) = missing {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{why}; under CI=true this is a failure"
-        );
-        eprintln!("SKIPPED: {why}");
-        return None;
-    }
-    let rootfs = dir.join("busybox-rootfs");
-    let status = Command::new(repo().join("testdata/base/make-busybox-rootfs.sh"))
-        .arg(&rootfs)
-        .status()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(status.success(), "make-busybox-rootfs.sh failed");
-    let root = dir.join("store");
-    let store = Store::open(&root).unwrap_or_else(|e| panic!("{e}"));
+/// Imports `busybox:latest` into the store of `fx` from the shared busybox rootfs, as the
+/// BuildKit recorder imports it (an image made from the directory, not a build).
+fn import_busybox(fx: &Fixture) {
+    let store = Store::open(&fx.root).unwrap_or_else(|e| panic!("{e}"));
     let mut config = ImageConfig::new("amd64", "linux");
     config.history.push(rbuild_image::History {
         comment: "Imported from -".into(),
         ..Default::default()
     });
-    let manifest = image_from_dir(&store, &rootfs, config).unwrap_or_else(|e| panic!("{e}"));
+    let manifest =
+        image_from_dir(&store, &busybox_rootfs(), config).unwrap_or_else(|e| panic!("{e}"));
     tag_image(&store, "docker.io/library/busybox:latest", &manifest)
         .unwrap_or_else(|e| panic!("{e}"));
-    Some(root)
 }
 
 /// The `tree.py` listing of a root filesystem tar: `PATH TYPE MODE UID:GID DETAIL` by path.
@@ -153,13 +118,7 @@ fn minus(listing: &BTreeMap<String, String>, base: &BTreeMap<String, String>) ->
 
 /// Copies a case's context to `dest` and runs its `setup.sh` there.
 fn prepare_context(case: &Path, dest: &Path) {
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(case.join("context"))
-        .arg(dest)
-        .status()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(status.success());
+    copy_tree(&case.join("context"), dest);
     if case.join("setup.sh").is_file() {
         let status = Command::new("sh")
             .arg(case.join("setup.sh"))
@@ -172,28 +131,25 @@ fn prepare_context(case: &Path, dest: &Path) {
 
 #[test]
 fn builds_match_buildkit_file_trees() {
-    let work = std::env::temp_dir().join(format!("rbuild-e2e-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).unwrap_or_else(|e| panic!("{e}"));
-    let Some(root) = store_with_busybox(&work) else {
+    if !root_and_busybox() {
         return;
-    };
+    }
+    let fx = Fixture::empty("e2e");
+    import_busybox(&fx);
+    let work = &fx.dir;
 
     // The base's own listing, built by rbuild itself.
     let base_ctx = work.join("base-ctx");
     std::fs::create_dir_all(&base_ctx).unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(base_ctx.join("Dockerfile"), "FROM busybox\n").unwrap_or_else(|e| panic!("{e}"));
     let base_tar = work.join("base.tar");
-    let out = rbuild(
-        &root,
-        &[
-            "build",
-            "--progress=plain",
-            "-o",
-            &format!("type=tar,dest={}", base_tar.display()),
-            base_ctx.to_str().unwrap_or_default(),
-        ],
-    );
+    let out = fx.rbuild(&[
+        "build",
+        "--progress=plain",
+        "-o",
+        &format!("type=tar,dest={}", base_tar.display()),
+        base_ctx.to_str().unwrap_or_default(),
+    ]);
     assert!(
         out.status.success(),
         "base build failed: {}",
@@ -247,7 +203,7 @@ fn builds_match_buildkit_file_trees() {
                 ctx.display().to_string(),
             ]);
             let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            let out = rbuild(&root, &arg_refs);
+            let out = fx.rbuild(&arg_refs);
             if !out.status.success() {
                 failures.push(format!(
                     "{name}/{label}: build failed:\n{}",
@@ -275,6 +231,5 @@ fn builds_match_buildkit_file_trees() {
         "buildkit file trees: {} of {total} targets match",
         total - failures.len()
     );
-    let _ = std::fs::remove_dir_all(&work);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

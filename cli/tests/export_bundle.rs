@@ -7,102 +7,18 @@
 //! Needs root and busybox-static (the base image) and runc; without them it says SKIPPED,
 //! and under CI=true it fails instead.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use common::{ok, skip, text, Base, Fixture};
 
-fn under_ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
-
-fn skip(why: &str) {
-    assert!(
-        !under_ci(),
-        "{why} under CI=true (scripts/install-test-deps.sh installs what the tests need)"
-    );
-    eprintln!("SKIPPED: {why}");
-}
-
-/// A scratch directory and store with `base` (busybox) built in it; removed on drop.
-struct Fixture {
-    dir: PathBuf,
-    root: PathBuf,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Fixture {
-    fn new(name: &str) -> Option<Fixture> {
-        if !rustix::process::geteuid().is_root() || !Path::new("/bin/busybox").exists() {
-            skip("needs root and /bin/busybox");
-            return None;
-        }
-        let dir = std::env::temp_dir().join(format!("rbuild-bundle-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-        let fx = Fixture {
-            root: dir.join("store"),
-            dir,
-        };
-        // The base image as the other e2e tests make it: FROM scratch + COPY of the rootfs
-        // that testdata/base/make-busybox-rootfs.sh makes.
-        let rootfs = fx.dir.join("busybox");
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/base/make-busybox-rootfs.sh");
-        assert!(Command::new(script)
-            .arg(&rootfs)
-            .status()
-            .is_ok_and(|s| s.success()));
-        let dockerfile = fx.dir.join("base.Dockerfile");
-        std::fs::write(&dockerfile, "FROM scratch\nCOPY . /\nCMD [\"/bin/sh\"]\n")
-            .unwrap_or_else(|e| panic!("{e}"));
-        ok(&fx.rbuild(&[
-            "build",
-            "-q",
-            "-t",
-            "base",
-            "-f",
-            &dockerfile.display().to_string(),
-            &rootfs.display().to_string(),
-        ]));
-        Some(fx)
-    }
-
-    fn rbuild(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_rbuild"))
-            .arg("--root")
-            .arg(&self.root)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("running rbuild: {e}"))
-    }
-
-    /// Builds `dockerfile` (an empty context) as `tag`.
-    fn build(&self, tag: &str, dockerfile: &str) {
-        let ctx = self.dir.join(format!("ctx-{tag}"));
-        std::fs::create_dir_all(&ctx).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap_or_else(|e| panic!("{e}"));
-        ok(&self.rbuild(&["build", "-q", "-t", tag, &ctx.display().to_string()]));
-    }
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "rbuild failed:\n{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
+/// The base image, `base`: the busybox rootfs with the CMD of Docker Hub's busybox.
+const BASE: Base = Base {
+    tag: "base",
+    dockerfile: "FROM scratch\nCOPY . /\nCMD [\"/bin/sh\"]\n",
+};
 
 const RUNC: &str = "/usr/sbin/runc";
 
@@ -132,7 +48,7 @@ impl Drop for Container<'_> {
 
 #[test]
 fn exported_bundle_runs_under_runc() {
-    let Some(fx) = Fixture::new("runc") else {
+    let Some(fx) = Fixture::with_base("runc", &BASE) else {
         return;
     };
     fx.build(

@@ -2,131 +2,26 @@
 //! rmi, inspect, history, save/load round trips, `-o` outputs checked by skopeo, umoci and
 //! oci-image-tool, `--iidfile`/`--metadata-file`, `-f -`, and build errors with their location.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{ok, output_with_input, rbuild_command, text, tool, Base, Fixture};
+
+/// `busybox:latest` with the CMD of Docker Hub's busybox.
+const BUSYBOX_SH: Base = Base {
+    tag: "busybox",
+    dockerfile: "FROM scratch\nCOPY . /\nCMD [\"/bin/sh\"]\n",
+};
 
 fn rbuild_in(root: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rbuild"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("running rbuild: {e}"));
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes())
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    child.wait_with_output().unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "rbuild failed:\n{}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-/// A real tool's check; a missing tool skips outside CI and fails under CI=true.
-fn tool(name: &str) -> bool {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{name} is missing (scripts/install-test-deps.sh installs it)"
-        );
-        eprintln!("SKIPPED: {name} is missing");
-    }
-    found
-}
-
-struct Fixture {
-    dir: PathBuf,
-    root: PathBuf,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Fixture {
-    /// A store with `busybox:latest` built by rbuild itself from the shared busybox rootfs.
-    fn new(name: &str) -> Option<Fixture> {
-        if !rustix::process::geteuid().is_root() || !Path::new("/bin/busybox").exists() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "these tests need root and busybox-static under CI=true"
-            );
-            eprintln!("SKIPPED: needs root and /bin/busybox");
-            return None;
-        }
-        let dir = std::env::temp_dir().join(format!("rbuild-images-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-        let fx = Fixture {
-            root: dir.join("store"),
-            dir,
-        };
-        let rootfs = fx.dir.join("busybox");
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/base/make-busybox-rootfs.sh");
-        assert!(Command::new(script)
-            .arg(&rootfs)
-            .status()
-            .is_ok_and(|s| s.success()));
-        let dockerfile = fx.dir.join("busybox.Dockerfile");
-        std::fs::write(&dockerfile, "FROM scratch\nCOPY . /\nCMD [\"/bin/sh\"]\n")
-            .unwrap_or_else(|e| panic!("{e}"));
-        ok(&fx.rbuild(&[
-            "build",
-            "-q",
-            "-t",
-            "busybox",
-            "-f",
-            &dockerfile.display().to_string(),
-            &rootfs.display().to_string(),
-        ]));
-        Some(fx)
-    }
-
-    fn rbuild(&self, args: &[&str]) -> Output {
-        rbuild_in(&self.root, args, None)
-    }
-
-    fn context(&self, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> String {
-        let ctx = self.dir.join(name);
-        std::fs::create_dir_all(&ctx).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap_or_else(|e| panic!("{e}"));
-        for (path, content) in files {
-            std::fs::write(ctx.join(path), content).unwrap_or_else(|e| panic!("{e}"));
-        }
-        ctx.display().to_string()
-    }
+    output_with_input(&mut rbuild_command(root, args), stdin)
 }
 
 #[test]
 fn image_commands_round_trip() {
-    let Some(fx) = Fixture::new("cmds") else {
+    let Some(fx) = Fixture::with_base("cmds", &BUSYBOX_SH) else {
         return;
     };
     let ctx = fx.context(
@@ -258,7 +153,7 @@ fn image_commands_round_trip() {
 
 #[test]
 fn outputs_are_valid_for_real_tools() {
-    let Some(fx) = Fixture::new("outputs") else {
+    let Some(fx) = Fixture::with_base("outputs", &BUSYBOX_SH) else {
         return;
     };
     let ctx = fx.context(
@@ -397,7 +292,7 @@ fn outputs_are_valid_for_real_tools() {
 
 #[test]
 fn dockerfile_from_stdin_base_images_and_onbuild() {
-    let Some(fx) = Fixture::new("stdin") else {
+    let Some(fx) = Fixture::with_base("stdin", &BUSYBOX_SH) else {
         return;
     };
     // A base image with an ONBUILD trigger, then a build on it from a Dockerfile on stdin.
@@ -440,7 +335,7 @@ fn dockerfile_from_stdin_base_images_and_onbuild() {
 
 #[test]
 fn build_errors_name_the_location() {
-    let Some(fx) = Fixture::new("errors") else {
+    let Some(fx) = Fixture::with_base("errors", &BUSYBOX_SH) else {
         return;
     };
     // (Dockerfile, what stderr must contain)

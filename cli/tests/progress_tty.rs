@@ -5,139 +5,22 @@
 //! `busybox` image built by rbuild from the shared busybox rootfs
 //! (`testdata/base/make-busybox-rootfs.sh`).
 
-use std::io::Read;
-use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use std::process::{Output, Stdio};
+
+use common::{run_on_pty, text, Fixture, PtyStreams};
 
 const COLUMNS: u16 = 100;
 const ROWS: u16 = 30;
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-struct Fixture {
-    dir: PathBuf,
-    root: PathBuf,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 impl Fixture {
-    /// A store with `busybox:latest` built by rbuild from the shared busybox rootfs; `None`
-    /// (skip) without root or busybox-static, except under CI=true where that is a failure.
-    fn new(name: &str) -> Option<Fixture> {
-        if !rustix::process::geteuid().is_root() || !Path::new("/bin/busybox").exists() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "these tests need root and busybox-static under CI=true"
-            );
-            eprintln!("SKIPPED: needs root and /bin/busybox");
-            return None;
-        }
-        let fx = Fixture::empty(name);
-        let rootfs = fx.dir.join("busybox");
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/base/make-busybox-rootfs.sh");
-        assert!(Command::new(script)
-            .arg(&rootfs)
-            .status()
-            .is_ok_and(|s| s.success()));
-        let dockerfile = fx.dir.join("busybox.Dockerfile");
-        std::fs::write(&dockerfile, "FROM scratch\nCOPY . /\n").unwrap_or_else(|e| panic!("{e}"));
-        let out = fx
-            .command(&[
-                "build",
-                "-q",
-                "-t",
-                "busybox",
-                "-f",
-                &dockerfile.display().to_string(),
-                &rootfs.display().to_string(),
-            ])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        Some(fx)
-    }
-
-    /// A work directory and an empty store.
-    fn empty(name: &str) -> Fixture {
-        let dir =
-            std::env::temp_dir().join(format!("rbuild-progress-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-        Fixture {
-            root: dir.join("store"),
-            dir,
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rbuild"));
-        cmd.arg("--root").arg(&self.root).args(args);
-        cmd
-    }
-
-    /// A context directory holding `dockerfile`.
-    fn context(&self, name: &str, dockerfile: &str) -> String {
-        let ctx = self.dir.join(name);
-        std::fs::create_dir_all(&ctx).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap_or_else(|e| panic!("{e}"));
-        ctx.display().to_string()
-    }
-
     /// Runs rbuild with standard output and error on a new pty of `COLUMNS`×`ROWS`; returns
     /// its exit code and everything the terminal received.
     fn on_pty(&self, args: &[&str]) -> (Option<i32>, String) {
-        use rustix::pty::OpenptFlags;
-        let flags = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
-        let master = rustix::pty::openpt(flags).unwrap_or_else(|e| panic!("{e}"));
-        rustix::pty::grantpt(&master).unwrap_or_else(|e| panic!("{e}"));
-        rustix::pty::unlockpt(&master).unwrap_or_else(|e| panic!("{e}"));
-        let slave: OwnedFd =
-            rustix::pty::ioctl_tiocgptpeer(&master, flags).unwrap_or_else(|e| panic!("{e}"));
-        rustix::termios::tcsetwinsize(
-            &slave,
-            rustix::termios::Winsize {
-                ws_row: ROWS,
-                ws_col: COLUMNS,
-                ws_xpixel: 0,
-                ws_ypixel: 0,
-            },
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let dup = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap_or_else(|e| panic!("{e}")));
         let mut cmd = self.command(args);
-        cmd.stdin(Stdio::null())
-            .stdout(dup(&slave))
-            .stderr(dup(&slave))
-            .env("TERM", "xterm")
-            .env_remove("NO_COLOR");
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{e}"));
-        // Only the child may hold the slave, so that the master reads EOF (EIO) after it.
-        drop(cmd);
-        drop(slave);
-        let reader = std::thread::spawn(move || {
-            let mut f = std::fs::File::from(master);
-            let mut out = Vec::new();
-            let mut buf = [0u8; 4096];
-            loop {
-                match f.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => out.extend_from_slice(&buf[..n]),
-                }
-            }
-            out
-        });
-        let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
-        (status.code(), text(&reader.join().unwrap_or_default()))
+        cmd.env("TERM", "xterm").env_remove("NO_COLOR");
+        run_on_pty(cmd, PtyStreams::Output, Some((ROWS, COLUMNS)))
     }
 }
 
@@ -199,6 +82,7 @@ fn tty_progress_draws_a_live_view_and_leaves_the_final_frame() {
         "FROM busybox\n\
          RUN for i in 1 2 3 4 5 6 7 8; do echo out-$i; done; printf 'bell\\007 \\033[31mred\\033[0m\\n'; sleep 2; echo the-end\n\
          RUN echo second-step-with-a-long-command-line-that-the-hundred-column-terminal-has-to-cut-somewhere-here\n",
+        &[],
     );
     let (code, screen) = fx.on_pty(&[
         "build",
@@ -278,6 +162,7 @@ fn tty_progress_marks_the_failed_step() {
     let ctx = fx.context(
         "fail",
         "FROM busybox\nRUN echo fine\nRUN echo oops; exit 3\nRUN echo never\n",
+        &[],
     );
     let (code, screen) = fx.on_pty(&["build", "--progress=tty", &ctx]);
     assert_eq!(code, Some(1), "{screen}");
@@ -297,7 +182,7 @@ fn tty_progress_marks_the_failed_step() {
 #[test]
 fn tty_progress_needs_a_terminal() {
     let fx = Fixture::empty("notty");
-    let ctx = fx.context("notty", "FROM scratch\n");
+    let ctx = fx.context("notty", "FROM scratch\n", &[]);
     let out: Output = fx
         .command(&["build", "--progress=tty", &ctx])
         .stdin(Stdio::null())

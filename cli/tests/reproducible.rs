@@ -13,13 +13,17 @@
 //!   (the context files' own mtimes), which shows the comparison can tell.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs::{self, File, FileTimes};
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, UNIX_EPOCH};
+
+use common::{make_busybox_rootfs, ok, rbuild_command, root_and_busybox, text, Fixture, BUSYBOX};
 
 const EPOCH: i64 = 1_700_000_000;
 const EPOCH_TEXT: &str = "1700000000";
@@ -45,46 +49,10 @@ RUN echo "$GREETING" > made.txt \
 CMD ["cat", "/work/dir/made.txt"]
 "#;
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "rbuild failed:\n{}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-/// A temp dir, removed on drop.
-struct Lab {
-    dir: PathBuf,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Lab {
-    /// `None` (the test skips) without root or busybox-static, except under CI=true.
-    fn new(name: &str) -> Option<Lab> {
-        if !rustix::process::geteuid().is_root() || !Path::new("/bin/busybox").exists() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "these tests need root and busybox-static under CI=true"
-            );
-            eprintln!("SKIPPED: needs root and /bin/busybox");
-            return None;
-        }
-        let dir = std::env::temp_dir().join(format!("rbuild-repro-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        Some(Lab { dir })
-    }
+/// A temp dir for the two sides; `None` (the test skips) without root or busybox-static,
+/// except under CI=true.
+fn lab(name: &str) -> Option<Fixture> {
+    root_and_busybox().then(|| Fixture::empty(name))
 }
 
 /// One side of the comparison: its own store, busybox rootfs and build context.
@@ -106,7 +74,7 @@ impl Side {
     /// both sides share the base), and a fresh context whose files made "now" have `new_mtime`.
     /// `reversed` creates the context's entries in the other order (other inode numbers and
     /// directory order).
-    fn new(lab: &Lab, name: &str, new_mtime: i64, reversed: bool) -> Side {
+    fn new(lab: &Fixture, name: &str, new_mtime: i64, reversed: bool) -> Side {
         let dir = lab.dir.join(name);
         fs::create_dir_all(&dir).unwrap();
         let side = Side {
@@ -115,14 +83,9 @@ impl Side {
             dir,
         };
         let rootfs = side.dir.join("busybox-rootfs");
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/base/make-busybox-rootfs.sh");
-        assert!(Command::new(script)
-            .arg(&rootfs)
-            .status()
-            .is_ok_and(|s| s.success()));
+        make_busybox_rootfs(&rootfs);
         let base_dockerfile = side.dir.join("busybox.Dockerfile");
-        fs::write(&base_dockerfile, "FROM scratch\nCOPY . /\n").unwrap();
+        fs::write(&base_dockerfile, BUSYBOX.dockerfile).unwrap();
         ok(&side.rbuild(
             Env::Unset,
             &[
@@ -144,13 +107,11 @@ impl Side {
     }
 
     fn rbuild(&self, env: Env<'_>, args: &[&str]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_rbuild"));
-        c.arg("--root").arg(&self.root).args(args);
+        let mut c = rbuild_command(&self.root, args);
         c.env_remove("SOURCE_DATE_EPOCH");
         if let Env::Epoch(v) = env {
             c.env("SOURCE_DATE_EPOCH", v);
         }
-        c.stdin(Stdio::null());
         c.output().unwrap_or_else(|e| panic!("running rbuild: {e}"))
     }
 
@@ -391,7 +352,7 @@ fn layer_with<'a>(image: &'a Image, path: &str) -> &'a str {
 
 #[test]
 fn same_input_in_two_stores_gives_the_same_image_bit_for_bit() {
-    let Some(lab) = Lab::new("two-stores") else {
+    let Some(lab) = lab("two-stores") else {
         return;
     };
     let a = Side::new(&lab, "a", 1_800_000_000, false);
@@ -490,7 +451,7 @@ fn same_input_in_two_stores_gives_the_same_image_bit_for_bit() {
 
 #[test]
 fn a_malformed_source_date_epoch_is_an_error() {
-    let Some(lab) = Lab::new("malformed") else {
+    let Some(lab) = lab("malformed") else {
         return;
     };
     let ctx = lab.dir.join("ctx");

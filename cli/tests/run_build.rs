@@ -7,124 +7,20 @@
 //! process, mount or temp dir left), ARG and ENV in RUN's environment, whiteouts and mount
 //! stubs in RUN layers, and `RUN --device`'s error.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "rbuild failed:\n{}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-/// A temp dir with a store holding `busybox:latest` (built by rbuild from the shared busybox
-/// rootfs); removed on drop.
-struct Fixture {
-    dir: PathBuf,
-    root: PathBuf,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Fixture {
-    /// `None` (the test skips) without root or busybox-static, except under CI=true.
-    fn new(name: &str) -> Option<Fixture> {
-        if !rustix::process::geteuid().is_root() || !Path::new("/bin/busybox").exists() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "these tests need root and busybox-static under CI=true"
-            );
-            eprintln!("SKIPPED: needs root and /bin/busybox");
-            return None;
-        }
-        let dir = std::env::temp_dir().join(format!("rbuild-run-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-        let fx = Fixture {
-            root: dir.join("store"),
-            dir,
-        };
-        let rootfs = fx.dir.join("busybox");
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/base/make-busybox-rootfs.sh");
-        assert!(Command::new(script)
-            .arg(&rootfs)
-            .status()
-            .is_ok_and(|s| s.success()));
-        let dockerfile = fx.dir.join("busybox.Dockerfile");
-        std::fs::write(&dockerfile, "FROM scratch\nCOPY . /\n").unwrap_or_else(|e| panic!("{e}"));
-        ok(&fx.rbuild(&[
-            "build",
-            "-q",
-            "-t",
-            "busybox",
-            "-f",
-            &dockerfile.display().to_string(),
-            &rootfs.display().to_string(),
-        ]));
-        Some(fx)
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_rbuild"));
-        c.arg("--root").arg(&self.root).args(args);
-        c.stdin(Stdio::null());
-        c
-    }
-
-    fn rbuild(&self, args: &[&str]) -> Output {
-        self.command(args)
-            .output()
-            .unwrap_or_else(|e| panic!("running rbuild: {e}"))
-    }
-
-    /// A context dir `name` with a Dockerfile and files.
-    fn context(&self, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> String {
-        let ctx = self.dir.join(name);
-        std::fs::create_dir_all(&ctx).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap_or_else(|e| panic!("{e}"));
-        for (path, content) in files {
-            let p = ctx.join(path);
-            if let Some(parent) = p.parent() {
-                std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("{e}"));
-            }
-            std::fs::write(p, content).unwrap_or_else(|e| panic!("{e}"));
-        }
-        ctx.display().to_string()
-    }
-
-    /// Builds `ctx` with `--progress=plain` and `extra` flags into `DIR/name.rootfs` (type=local).
-    fn build_local(&self, name: &str, ctx: &str, extra: &[&str]) -> (Output, PathBuf) {
-        let dest = self.dir.join(format!("{name}.rootfs"));
-        let output = format!("type=local,dest={}", dest.display());
-        let mut args = vec!["build", "--progress=plain", "-o", &output];
-        args.extend_from_slice(extra);
-        args.push(ctx);
-        (self.rbuild(&args), dest)
-    }
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+use common::{ok, read, text, Fixture};
 
 /// One entry of a layer tar: its path (no `./`), type byte and contents.
 type Entry = (String, tar::EntryType, Vec<u8>);

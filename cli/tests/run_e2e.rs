@@ -5,108 +5,16 @@
 //! has its own store with a `busybox` image built by rbuild from the shared busybox rootfs
 //! (`testdata/base/make-busybox-rootfs.sh`).
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-struct Fixture {
-    dir: PathBuf,
-    root: PathBuf,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        // Nothing may outlive a test, even a failed one.
-        let ids = self.rbuild(&["ps", "-a", "-q"]);
-        for id in text(&ids.stdout).split_whitespace() {
-            let _ = self.rbuild(&["rm", "-f", id]);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use common::{run_on_pty, text, Fixture, PtyStreams};
 
 impl Fixture {
-    /// A store with `busybox:latest` built by rbuild from the shared busybox rootfs; `None`
-    /// (skip) without root or busybox-static, except under CI=true where that is a failure.
-    fn new(name: &str) -> Option<Fixture> {
-        if !rustix::process::geteuid().is_root() || !Path::new("/bin/busybox").exists() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "these tests need root and busybox-static under CI=true"
-            );
-            eprintln!("SKIPPED: needs root and /bin/busybox");
-            return None;
-        }
-        let dir = std::env::temp_dir().join(format!("rbuild-run-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-        let fx = Fixture {
-            root: dir.join("store"),
-            dir,
-        };
-        let rootfs = fx.dir.join("busybox");
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/base/make-busybox-rootfs.sh");
-        assert!(Command::new(script)
-            .arg(&rootfs)
-            .status()
-            .is_ok_and(|s| s.success()));
-        let dockerfile = fx.dir.join("busybox.Dockerfile");
-        std::fs::write(&dockerfile, "FROM scratch\nCOPY . /\n").unwrap_or_else(|e| panic!("{e}"));
-        fx.ok(&[
-            "build",
-            "-q",
-            "-t",
-            "busybox",
-            "-f",
-            &dockerfile.display().to_string(),
-            &rootfs.display().to_string(),
-        ]);
-        Some(fx)
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rbuild"));
-        cmd.arg("--root").arg(&self.root).args(args);
-        cmd
-    }
-
-    fn rbuild(&self, args: &[&str]) -> Output {
-        self.command(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("running rbuild: {e}"))
-    }
-
-    /// Runs rbuild, asserts success, returns standard output.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.rbuild(args);
-        assert!(
-            out.status.success(),
-            "rbuild {args:?} failed ({:?}):\n{}{}",
-            out.status.code(),
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        text(&out.stdout)
-    }
-
-    /// Builds `dockerfile` (no context files) as `tag`.
-    fn build(&self, tag: &str, dockerfile: &str) {
-        let ctx = self
-            .dir
-            .join(format!("ctx-{}", tag.replace([':', '/'], "-")));
-        std::fs::create_dir_all(&ctx).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap_or_else(|e| panic!("{e}"));
-        self.ok(&["build", "-q", "-t", tag, &ctx.display().to_string()]);
-    }
-
     /// Polls `f` until it returns true (10 s at most).
     fn eventually(&self, what: &str, mut f: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -355,19 +263,7 @@ fn tty_through_a_real_pty() {
     let Some(fx) = Fixture::new("tty") else {
         return;
     };
-    use rustix::pty::OpenptFlags;
-    let master =
-        rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
-            .unwrap_or_else(|e| panic!("{e}"));
-    rustix::pty::grantpt(&master).unwrap_or_else(|e| panic!("{e}"));
-    rustix::pty::unlockpt(&master).unwrap_or_else(|e| panic!("{e}"));
-    let slave: OwnedFd = rustix::pty::ioctl_tiocgptpeer(
-        &master,
-        OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let dup = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap_or_else(|e| panic!("{e}")));
-    let mut cmd = fx.command(&[
+    let cmd = fx.command(&[
         "run",
         "--rm",
         "-t",
@@ -376,28 +272,8 @@ fn tty_through_a_real_pty() {
         "-c",
         "tty; test -t 0 && echo is-a-tty; test -t 1 && echo out-is-a-tty",
     ]);
-    cmd.stdin(dup(&slave))
-        .stdout(dup(&slave))
-        .stderr(dup(&slave));
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{e}"));
-    // Only the child may hold the slave, so that the master reads EOF (EIO) after it.
-    drop(cmd);
-    drop(slave);
-    let reader = std::thread::spawn(move || {
-        let mut f = std::fs::File::from(master);
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            match f.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-            }
-        }
-        out
-    });
-    let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
-    let out = text(&reader.join().unwrap_or_default());
-    assert_eq!(status.code(), Some(0), "{out}");
+    let (status, out) = run_on_pty(cmd, PtyStreams::All, None);
+    assert_eq!(status, Some(0), "{out}");
     // Both ptys' line disciplines turn \n into \r\n.
     let lines: Vec<&str> = out.lines().map(|l| l.trim_end_matches('\r')).collect();
     assert_eq!(lines, ["/dev/pts/0", "is-a-tty", "out-is-a-tty"], "{out:?}");

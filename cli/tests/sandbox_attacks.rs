@@ -25,6 +25,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -34,12 +36,10 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use common::{busybox_rootfs, copy_tree, Fixture, RBUILD};
 
 fn rbuild_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_rbuild"))
+    PathBuf::from(RBUILD)
 }
 
 /// What a finished `rbuild` run printed (standard output, then standard error) and its exit
@@ -171,62 +171,29 @@ impl Running {
     }
 }
 
-/// A temporary directory with a store holding `busybox:latest`, removed when dropped.
+/// A temporary directory with a store holding `busybox:latest` (the common fixture, which
+/// removes both and every container when dropped) and a copy of the busybox root filesystem.
 struct Lab {
     dir: PathBuf,
     store: PathBuf,
     rootfs: PathBuf,
     n: std::cell::Cell<u32>,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        // No container may outlive a test, even a failed one.
-        if self.store.exists() {
-            let ids = self.rbuild(&["ps", "-a", "-q"]);
-            for id in ids.out.split_whitespace() {
-                let _ = self.rbuild(&["rm", "-f", id]);
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    fixture: Fixture,
 }
 
 impl Lab {
     /// `None` (the test is skipped) without root or busybox-static, except under CI=true.
     fn new(name: &str) -> Option<Lab> {
-        let missing = if !rustix::process::geteuid().is_root() {
-            Some("the sandbox needs root (overlay mounts, namespaces)")
-        } else if !Path::new("/bin/busybox").exists() {
-            Some("/bin/busybox is missing (apt-get install busybox-static; scripts/install-test-deps.sh does)")
-        } else {
-            None
-        };
-        if let Some(why) = missing {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{why}; under CI=true this is a failure"
-            );
-            eprintln!("SKIPPED: {why}");
-            return None;
-        }
-        let dir =
-            std::env::temp_dir().join(format!("rbuild-attacks-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let lab = Lab {
-            store: dir.join("store"),
-            rootfs: dir.join("busybox-rootfs"),
-            dir,
+        let fixture = Fixture::new(name)?;
+        let rootfs = fixture.dir.join("busybox-rootfs");
+        copy_tree(&busybox_rootfs(), &rootfs);
+        Some(Lab {
+            dir: fixture.dir.clone(),
+            store: fixture.root.clone(),
+            rootfs,
             n: std::cell::Cell::new(0),
-        };
-        let status = Command::new(repo().join("testdata/base/make-busybox-rootfs.sh"))
-            .arg(&lab.rootfs)
-            .status()
-            .unwrap();
-        assert!(status.success(), "make-busybox-rootfs.sh failed");
-        lab.image_from_rootfs(&lab.rootfs, "busybox");
-        Some(lab)
+            fixture,
+        })
     }
 
     /// A directory of the lab (created).
@@ -239,13 +206,7 @@ impl Lab {
     /// A copy of the busybox root filesystem to modify.
     fn rootfs_copy(&self, name: &str) -> PathBuf {
         let p = self.dir.join(name);
-        let status = Command::new("cp")
-            .arg("-a")
-            .arg(&self.rootfs)
-            .arg(&p)
-            .status()
-            .unwrap();
-        assert!(status.success());
+        copy_tree(&self.rootfs, &p);
         p
     }
 
@@ -277,13 +238,7 @@ impl Lab {
 
     /// `rbuild --root STORE ARGS…`, to its end (standard output only in `out`).
     fn rbuild(&self, args: &[&str]) -> Outcome {
-        let out = Command::new(rbuild_bin())
-            .arg("--root")
-            .arg(&self.store)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("running rbuild: {e}"));
+        let out = self.fixture.rbuild(args);
         Outcome {
             code: out.status.code(),
             out: format!(

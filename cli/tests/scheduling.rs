@@ -2,65 +2,21 @@
 //! running at their next step and is reported with every other failure that happened; `--jobs 1`
 //! runs one stage at a time.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-struct Fixture {
-    dir: PathBuf,
-    root: PathBuf,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use common::{text, Fixture};
 
 impl Fixture {
-    fn new(name: &str) -> Option<Fixture> {
-        if !rustix::process::geteuid().is_root() || !Path::new("/bin/busybox").exists() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "these tests need root and busybox-static under CI=true"
-            );
-            eprintln!("SKIPPED: needs root and /bin/busybox");
-            return None;
-        }
-        let dir = std::env::temp_dir().join(format!("rbuild-sched-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-        let fx = Fixture {
-            root: dir.join("store"),
-            dir,
-        };
-        let rootfs = fx.dir.join("busybox");
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/base/make-busybox-rootfs.sh");
-        assert!(Command::new(script)
-            .arg(&rootfs)
-            .status()
-            .is_ok_and(|s| s.success()));
-        let dockerfile = fx.dir.join("busybox.Dockerfile");
-        std::fs::write(&dockerfile, "FROM scratch\nCOPY . /\n").unwrap_or_else(|e| panic!("{e}"));
-        let out = fx.build(&dockerfile, &rootfs, &["-q", "-t", "busybox"]);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        Some(fx)
-    }
-
-    fn build(&self, dockerfile: &Path, ctx: &Path, extra: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_rbuild"))
-            .arg("--root")
-            .arg(&self.root)
-            .arg("build")
+    /// `rbuild build EXTRA… -f DOCKERFILE CTX`.
+    fn build_file(&self, dockerfile: &Path, ctx: &Path, extra: &[&str]) -> Output {
+        self.command(&["build"])
             .args(extra)
             .arg("-f")
             .arg(dockerfile)
             .arg(ctx)
-            .stdin(Stdio::null())
             .output()
             .unwrap_or_else(|e| panic!("{e}"))
     }
@@ -88,7 +44,7 @@ fn a_failure_stops_the_other_stages_and_all_failures_are_reported() {
          FROM busybox AS c\nRUN exit 4\n\
          FROM busybox\nCOPY --from=a / /a\nCOPY --from=b / /b\nCOPY --from=c / /c\n",
     );
-    let out = fx.build(&df, &ctx, &["--progress=plain"]);
+    let out = fx.build_file(&df, &ctx, &["--progress=plain"]);
     let err = text(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(!err.contains("RUN echo never-started"), "{err}");
@@ -109,7 +65,7 @@ fn jobs_1_runs_one_stage_at_a_time() {
          FROM busybox AS b\nRUN echo b1\nRUN echo b2\n\
          FROM busybox\nCOPY --from=a /bin/busybox /a\nCOPY --from=b /bin/busybox /b\n",
     );
-    let out = fx.build(
+    let out = fx.build_file(
         &df,
         &ctx,
         &["--progress=plain", "--jobs", "1", "--no-cache"],
