@@ -83,6 +83,15 @@ pub enum ImageError {
     #[error("invalid image: {0}")]
     InvalidImage(String),
 
+    /// A platform string that is not `os/arch[/variant]`.
+    #[error("invalid platform {platform:?}: {reason}")]
+    InvalidPlatform {
+        /// The input, cut to a displayable length.
+        platform: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// A media type this crate cannot handle where it appears.
     #[error("unsupported media type {0:?}")]
     UnsupportedMediaType(String),

@@ -15,8 +15,8 @@ use crate::error::ImageError;
 use crate::json::{MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES};
 use crate::layer::{layer_to_store, LayerInfo, LayerOptions};
 use crate::manifest::{
-    is_index_type, media_types, parse_manifest_or_index, Descriptor, Index, Manifest,
-    ManifestFormat, ManifestOrIndex, Platform,
+    is_index_type, is_non_distributable, media_types, parse_manifest_or_index, Descriptor, Index,
+    Manifest, ManifestFormat, ManifestOrIndex, Platform,
 };
 use crate::reference::Reference;
 
@@ -120,22 +120,21 @@ pub fn describe_manifest(
 
 /// The manifest of an index for the host platform, else the first image manifest.
 pub fn select_platform_manifest(index: &Index) -> Option<&Descriptor> {
-    let host = Platform::host();
     let manifests = || {
         index
             .manifests
             .iter()
             .filter(|d| !is_index_type(&d.media_type))
     };
-    manifests()
-        .find(|d| {
-            d.platform.as_ref().is_some_and(|p| {
-                p.os == host.os
-                    && p.architecture == host.architecture
-                    && (host.variant.is_empty() || p.variant == host.variant)
-            })
-        })
+    manifest_for_platform(index, &Platform::host())
         .or_else(|| manifests().find(|d| !matches!(&d.platform, Some(p) if p.os == "unknown")))
+}
+
+/// The image manifest of an index for exactly `platform` (see [`Platform::matches`]), if any.
+pub fn manifest_for_platform<'a>(index: &'a Index, platform: &Platform) -> Option<&'a Descriptor> {
+    index.manifests.iter().find(|d| {
+        !is_index_type(&d.media_type) && d.platform.as_ref().is_some_and(|p| platform.matches(p))
+    })
 }
 
 /// Follows `desc` through indexes (host platform first) to a single image manifest.
@@ -166,7 +165,7 @@ pub fn resolve_manifest(
 /// Every blob of the image behind `desc` (manifests, configs, layers — through nested
 /// indexes), each once, in a fixed order (each manifest before its config and layers),
 /// appended to `out`. Checks that each blob is in the store with the size its descriptor
-/// says.
+/// says; non-distributable layers that are not in the store are left out.
 pub fn collect_blobs(
     store: &Store,
     desc: &Descriptor,
@@ -207,7 +206,8 @@ fn collect_inner(
     Ok(())
 }
 
-/// Adds `desc` if new; false if it was already seen.
+/// Adds `desc` if new; false if it was already seen. A non-distributable layer that is not in
+/// the store (registries do not serve them) is passed over.
 fn check_blob(
     store: &Store,
     desc: &Descriptor,
@@ -215,6 +215,9 @@ fn check_blob(
     seen: &mut BTreeSet<Digest>,
 ) -> Result<bool, ImageError> {
     if !seen.insert(desc.digest.clone()) {
+        return Ok(false);
+    }
+    if is_non_distributable(&desc.media_type) && !store.blobs().contains(&desc.digest) {
         return Ok(false);
     }
     if !store.blobs().contains(&desc.digest) {

@@ -149,6 +149,12 @@ pub fn layer_compression(media_type: &str) -> Option<Compression> {
     }
 }
 
+/// Whether a layer of `media_type` is non-distributable (OCI) or foreign (Docker): its content
+/// is not to be fetched from or pushed to a registry, and may be absent from the store.
+pub fn is_non_distributable(media_type: &str) -> bool {
+    media_type.contains(".nondistributable.") || media_type.contains(".foreign.")
+}
+
 /// Whether `media_type` is an image manifest (OCI or Docker schema 2).
 pub fn is_manifest_type(media_type: &str) -> bool {
     media_type == mt::OCI_MANIFEST || media_type == mt::DOCKER_MANIFEST
@@ -270,6 +276,75 @@ impl Platform {
             variant: variant.to_owned(),
             ..Platform::default()
         }
+    }
+}
+
+impl Platform {
+    /// Parses `os/arch[/variant]` (as `--platform` takes it), normalising architecture names
+    /// as containerd does (`x86_64` → `amd64`, `aarch64` → `arm64`, `arm64/v8` → `arm64`).
+    pub fn parse(text: &str) -> Result<Platform, ImageError> {
+        let parts: Vec<&str> = text.split('/').collect();
+        let invalid = |reason: &str| ImageError::InvalidPlatform {
+            platform: text.chars().take(100).collect(),
+            reason: reason.to_owned(),
+        };
+        let (os, architecture, variant) = match parts.as_slice() {
+            [os, arch] => (*os, *arch, ""),
+            [os, arch, variant] => (*os, *arch, *variant),
+            _ => return Err(invalid("expected os/arch or os/arch/variant")),
+        };
+        let valid_word = |w: &str| {
+            !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        };
+        if !valid_word(os)
+            || !valid_word(architecture)
+            || !(variant.is_empty() || valid_word(variant))
+        {
+            return Err(invalid("each part must be a non-empty word"));
+        }
+        let os = os.to_ascii_lowercase();
+        let (architecture, variant) = match (architecture.to_ascii_lowercase().as_str(), variant) {
+            ("x86_64" | "x86-64", v) => ("amd64".to_owned(), v.to_owned()),
+            ("aarch64" | "arm64", "v8") | ("aarch64", "") => ("arm64".to_owned(), String::new()),
+            ("armhf", "") => ("arm".to_owned(), "v7".to_owned()),
+            ("armel", "") => ("arm".to_owned(), "v6".to_owned()),
+            (arch, v) => (arch.to_owned(), v.to_owned()),
+        };
+        Ok(Platform {
+            architecture,
+            os,
+            variant,
+            ..Platform::default()
+        })
+    }
+
+    /// Whether an index entry of platform `candidate` serves a request for `self`: same OS and
+    /// architecture, and the same variant when `self` names one (`arm64` and `arm64/v8` are
+    /// the same).
+    pub fn matches(&self, candidate: &Platform) -> bool {
+        let variant = |p: &Platform| {
+            if p.architecture == "arm64" && p.variant == "v8" {
+                String::new()
+            } else {
+                p.variant.clone()
+            }
+        };
+        self.os == candidate.os
+            && self.architecture == candidate.architecture
+            && (self.variant.is_empty() || variant(self) == variant(candidate))
+    }
+}
+
+impl std::fmt::Display for Platform {
+    /// `os/arch[/variant]`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if !self.variant.is_empty() {
+            write!(f, "/{}", self.variant)?;
+        }
+        Ok(())
     }
 }
 
@@ -582,6 +657,36 @@ mod tests {
             .into_bytes()
         )
         .is_err());
+    }
+
+    #[test]
+    fn platform_parse_and_match() {
+        let p = |s: &str| Platform::parse(s).unwrap();
+        assert_eq!(p("linux/amd64").to_string(), "linux/amd64");
+        assert_eq!(p("linux/x86_64").to_string(), "linux/amd64");
+        assert_eq!(p("linux/aarch64").to_string(), "linux/arm64");
+        assert_eq!(p("linux/arm64/v8").to_string(), "linux/arm64");
+        assert_eq!(p("linux/arm/v7").to_string(), "linux/arm/v7");
+        for bad in ["", "linux", "linux/", "/amd64", "a/b/c/d", "linux/am d64"] {
+            assert!(Platform::parse(bad).is_err(), "{bad:?}");
+        }
+        let arm64v8 = Platform {
+            variant: "v8".into(),
+            ..p("linux/arm64")
+        };
+        assert!(p("linux/arm64").matches(&arm64v8));
+        assert!(p("linux/arm").matches(&p("linux/arm/v7")));
+        assert!(!p("linux/arm/v6").matches(&p("linux/arm/v7")));
+        assert!(!p("linux/amd64").matches(&p("linux/arm64")));
+        assert!(!p("windows/amd64").matches(&p("linux/amd64")));
+    }
+
+    #[test]
+    fn non_distributable_layers() {
+        assert!(is_non_distributable(mt::OCI_LAYER_NONDIST_GZIP));
+        assert!(is_non_distributable(mt::DOCKER_LAYER_FOREIGN_GZIP));
+        assert!(!is_non_distributable(mt::OCI_LAYER_GZIP));
+        assert!(!is_non_distributable(mt::DOCKER_LAYER_GZIP));
     }
 
     #[test]
