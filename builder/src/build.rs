@@ -128,6 +128,8 @@ struct StageImage {
     layers: Vec<StageLayer>,
     /// The RUN environment a stage built FROM this one starts with (ARG values included).
     run_env: Vec<String>,
+    /// The stage's time (RFC 3339): that of its latest layer step, or the build's.
+    created: Option<String>,
 }
 
 /// Base images come from the store's image index (pulling arrives with the registry client).
@@ -250,7 +252,7 @@ pub fn build(
         .ok_or(BuildError::Internal("the target stage was not built"))?;
     let mut config = target.config;
     config.config.labels.extend(req.labels.clone());
-    config.created = req.created.clone();
+    config.created = target.created.clone();
     let infos: Vec<_> = target.layers.iter().map(StageLayer::info).collect();
     let manifest = write_image(store, config.clone(), &infos, req.layer_options.format)?;
     let written = rbuild_image::images::resolve_manifest(store, &manifest)?.1;
@@ -544,7 +546,13 @@ impl StageRun<'_> {
         if let Some(env) = inherited_env {
             sc.inherit_run_env(env);
         }
+        // History entries of this stage still waiting for their time, and the time of its
+        // latest layer step.
+        let mut untimed: Vec<usize> = Vec::new();
+        let mut last_layer_time: Option<String> = None;
         for step in &stage.steps {
+            // `Some(time)` once the step has a layer.
+            let mut step_time: Option<Option<String>> = None;
             if rbuild_executor::sandbox::interrupted() {
                 return Err(BuildError::Interrupted);
             }
@@ -597,14 +605,25 @@ impl StageRun<'_> {
                     None
                 };
                 let layer = match hit {
-                    Some(layer) => {
+                    Some(mut layer) => {
                         cached = true;
+                        // A result stored before step times were kept gets one now, so that
+                        // from now on rebuilds give the same image.
+                        if let Some(l) = layer.as_mut().filter(|l| l.created.is_none()) {
+                            if self.req.created.is_some() && self.req.source_date_epoch.is_none() {
+                                l.created = self.req.created.clone();
+                                cachekey::record(store, &key, Some(l)).map_err(fail)?;
+                            }
+                        }
                         layer
                     }
                     None => {
-                        let layer = self
+                        let mut layer = self
                             .file_step(step, step_no, &sc, &layers, done)
                             .map_err(fail)?;
+                        if let Some(layer) = layer.as_mut() {
+                            layer.created = self.req.created.clone();
+                        }
                         if cacheable {
                             cachekey::record(store, &key, layer.as_ref()).map_err(fail)?;
                         }
@@ -616,12 +635,26 @@ impl StageRun<'_> {
                         .note(stage.index, &key, parent.as_ref(), layer.as_ref());
                 }
                 match layer {
-                    Some(layer) => layers.push(layer),
+                    Some(layer) => {
+                        let time = self.layer_time(&layer);
+                        if time.is_some() {
+                            last_layer_time.clone_from(&time);
+                        }
+                        step_time = Some(time);
+                        layers.push(layer);
+                    }
                     None => empty_layer = true,
                 }
             }
             if let Some(created_by) = created_by {
-                sc.push_history(created_by, self.req.created.clone(), empty_layer);
+                match step_time.take() {
+                    Some(time) if !empty_layer => sc.push_history(created_by, time, false),
+                    // Entries without a layer get the stage's time once it is known (below).
+                    _ => {
+                        untimed.push(sc.config.history.len());
+                        sc.push_history(created_by, None, empty_layer);
+                    }
+                }
             }
             if cached {
                 self.event(BuildEvent::StepCached { step: step_no });
@@ -632,11 +665,20 @@ impl StageRun<'_> {
                 });
             }
         }
+        // The stage is as old as its newest layer step: an unchanged rebuild, whose steps are
+        // all cached, writes the same config, hence the same image.
+        let created = last_layer_time.or_else(|| self.req.created.clone());
+        for i in untimed {
+            if let Some(h) = sc.config.history.get_mut(i) {
+                h.created = created.clone();
+            }
+        }
         Ok(StageImage {
             key,
             run_env: sc.run_env().to_vec(),
             config: sc.config,
             layers,
+            created,
         })
     }
     /// Runs one filesystem step in an overlay over the stage's layers. Returns its layer, or
@@ -719,6 +761,15 @@ impl StageRun<'_> {
             view.root(),
         )?;
         self.finish_layer(view, &work, layers, false)
+    }
+
+    /// The time of a layer step's history entry: when it ran (a cached step: when it first
+    /// ran), or the reproducible epoch when one is set.
+    fn layer_time(&self, layer: &StageLayer) -> Option<String> {
+        if self.req.source_date_epoch.is_some() || self.req.created.is_none() {
+            return self.req.created.clone();
+        }
+        layer.created.clone().or_else(|| self.req.created.clone())
     }
 
     /// Turns a finished step's upper dir into its layer (`None` when it changed nothing,

@@ -149,6 +149,9 @@ struct LayerRecord {
     diff_id: Digest,
     uncompressed_size: u64,
     chain_id: Digest,
+    /// When the step ran (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created: Option<String>,
 }
 
 /// A usable earlier result of `key` in the store, for a step whose stage has `parent` as its
@@ -174,6 +177,7 @@ pub fn lookup(
         diff_id: l.diff_id,
         uncompressed_size: l.uncompressed_size,
         chain_id: l.chain_id,
+        created: l.created,
     };
     if !materialize(store, &layer, parent, None)? {
         return Ok(None);
@@ -189,6 +193,7 @@ pub fn record(store: &Store, key: &Digest, layer: Option<&StageLayer>) -> Result
             diff_id: l.diff_id.clone(),
             uncompressed_size: l.uncompressed_size,
             chain_id: l.chain_id.clone(),
+            created: l.created.clone(),
         }),
     };
     let bytes = serde_json::to_vec(&record).map_err(|e| BuildError::Io {
@@ -292,6 +297,10 @@ struct CacheLayer {
     /// The chain ID of the layer below; absent for a bottom layer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     parent_chain_id: Option<Digest>,
+    /// When the step first ran (RFC 3339): a builder importing the record writes the same
+    /// history, hence the same image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created: Option<String>,
 }
 
 impl CacheLayer {
@@ -302,6 +311,7 @@ impl CacheLayer {
             uncompressed_size: layer.uncompressed_size,
             chain_id: layer.chain_id.clone(),
             parent_chain_id: parent.map(|p| p.chain_id.clone()),
+            created: layer.created.clone(),
         }
     }
 
@@ -311,6 +321,7 @@ impl CacheLayer {
             diff_id: self.diff_id.clone(),
             uncompressed_size: self.uncompressed_size,
             chain_id: self.chain_id.clone(),
+            created: self.created.clone(),
         }
     }
 

@@ -28,6 +28,10 @@ pub struct StageLayer {
     pub uncompressed_size: u64,
     /// Identifies this layer on top of all the layers below it.
     pub chain_id: Digest,
+    /// When the step that made the layer ran (RFC 3339), for its history entry: a cached step
+    /// keeps the time it first ran, so an unchanged build gives the same image. `None` for base
+    /// image layers and results stored before this was kept.
+    pub created: Option<String>,
 }
 
 impl StageLayer {
@@ -95,6 +99,7 @@ pub fn base_layers(
             diff_id: diff_id.clone(),
             uncompressed_size: 0,
             chain_id: chain,
+            created: None,
         });
     }
     Ok(out)
@@ -184,6 +189,7 @@ pub fn commit_layer(
         diff_id: info.diff_id,
         uncompressed_size: info.uncompressed_size,
         chain_id: chain,
+        created: None,
     })
 }
 

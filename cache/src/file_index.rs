@@ -172,8 +172,13 @@ impl FileIndex {
 
     /// Writes the entries looked up or stored since [`FileIndex::load`] back to the store,
     /// atomically (entries of files this run did not see are dropped, which keeps the index
-    /// bounded by what builds use).
+    /// bounded by what builds use). Nothing is written when the run neither added an entry
+    /// nor left one unseen. The file is not synced: a crash can at worst leave a torn file,
+    /// which its checksum rejects (the files are then hashed again).
     pub fn save(&self) -> Result<(), StoreError> {
+        if !self.changed() {
+            return Ok(());
+        }
         let entries = self.entries();
         let dir = fsx::parent_of(&self.path);
         fsx::ensure_private_dir(dir)?;
@@ -194,11 +199,19 @@ impl FileIndex {
         let file = inner
             .into_inner()
             .map_err(|e| StoreError::io(temp.path(), e.into_error()))?;
-        file.sync_all().at(temp.path())?;
         drop(file);
         fs::rename(temp.path(), &self.path).at(&self.path)?;
         temp.keep();
-        fsx::sync_dir(dir)
+        Ok(())
+    }
+
+    /// Whether saving would write something other than what was loaded.
+    fn changed(&self) -> bool {
+        self.added.iter().any(|shard| !lock(shard).is_empty())
+            || self
+                .loaded
+                .values()
+                .any(|l| !l.seen.load(Ordering::Relaxed))
     }
 
     /// The entries of this run, sorted by key (a digest stored in this run wins over a loaded
@@ -506,6 +519,7 @@ mod tests {
         fs::create_dir(&path).unwrap();
         let loaded = FileIndex::load(&store, &ctx);
         assert_eq!(loaded.loaded_len(), 0);
+        loaded.put(key(9), digest(9));
         assert!(loaded.save().is_err());
     }
 

@@ -76,6 +76,10 @@ impl ImageDb {
     /// Adds or replaces the image named `record.name`; returns the record it replaced.
     pub fn put(&self, record: ImageRecord) -> Result<Option<ImageRecord>, StoreError> {
         check_name(&record.name)?;
+        // Re-tagging an image with what the name already holds writes (and syncs) nothing.
+        if self.read_locked()?.get(&record.name) == Some(&record) {
+            return Ok(Some(record));
+        }
         self.update(|index| Some(index.insert(record.name.clone(), record)))
             .map(Option::flatten)
     }

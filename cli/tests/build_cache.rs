@@ -119,3 +119,59 @@ fn no_cache_filter_reruns_only_the_named_stages() {
     assert_eq!(read(&dest.join("two")), "two\n");
     assert_eq!(read(&dest.join("one")), "one\n");
 }
+
+/// As with BuildKit, an unchanged rebuild gives the very same image (its history keeps the times
+/// the steps first ran), and it writes nothing to the store: no blob, no image index, no file
+/// digest index.
+#[test]
+fn an_unchanged_rebuild_gives_the_same_image_and_writes_nothing() {
+    let Some(fx) = Fixture::new("same-image") else {
+        return;
+    };
+    let ctx = fx.context(
+        "ctx",
+        "FROM busybox\nCOPY a.txt /a.txt\nRUN cat /proc/sys/kernel/random/uuid > /ran\nENV X=1\nLABEL l=1\n",
+        &[("a.txt", "a\n")],
+    );
+    let build = |name: &str| {
+        let iid = fx.dir.join(name);
+        let iid_arg = iid.display().to_string();
+        fx.ok(&["build", "-q", "--iidfile", &iid_arg, "-t", "same", &ctx]);
+        read(&iid)
+    };
+    let first = build("first.iid");
+    let inspect = || fx.ok(&["inspect", "same"]);
+    let inspected = inspect();
+    // Every file of the store, with its modification time.
+    let snapshot = || {
+        let mut files = Vec::new();
+        let mut dirs = vec![fx.root.join("v1")];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{e}")) {
+                let e = e.unwrap_or_else(|e| panic!("{e}"));
+                let md = std::fs::symlink_metadata(e.path()).unwrap_or_else(|e| panic!("{e}"));
+                let rel = e.path().strip_prefix(&fx.root).map(Path::to_path_buf);
+                let rel = rel.unwrap_or_else(|e| panic!("{e}"));
+                // Snapshots and cache mounts are trees of their own; locks are touched by design.
+                if md.is_dir() && !rel.starts_with("v1/snapshots") && !rel.starts_with("v1/tmp") {
+                    dirs.push(e.path());
+                } else if md.is_file() && !rel.ends_with("lock") {
+                    files.push((rel, md.modified().unwrap_or_else(|e| panic!("{e}"))));
+                }
+            }
+        }
+        files.sort();
+        files
+    };
+    let before = snapshot();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let second = build("second.iid");
+    assert_eq!(first, second, "an unchanged rebuild gave another image");
+    assert_eq!(inspect(), inspected);
+    assert_eq!(snapshot(), before, "an unchanged rebuild wrote to the store");
+
+    // A change makes a new image whose unchanged steps keep their times.
+    std::fs::write(Path::new(&ctx).join("a.txt"), "b\n").unwrap_or_else(|e| panic!("{e}"));
+    let third = build("third.iid");
+    assert_ne!(third, first);
+}

@@ -423,7 +423,7 @@ RUN grep -E '^(CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/stat
             &sys_arg,
         ],
     );
-    assert!(r.ok(), "{}", r.out);
+    assert!(r.ok(), "exit {:?}: {}", r.code, r.out);
     assert!(
         r.printed_has("PROBES-DONE"),
         "the probes did not run\n{}",
@@ -576,7 +576,7 @@ fn class1_workdir_through_a_leaked_fd_never_reaches_the_host() {
         &ctx,
         &[],
     );
-    assert!(r.ok(), "{}", r.out);
+    assert!(r.ok(), "exit {:?}: {}", r.code, r.out);
     assert!(r.printed_has("FDS-LISTED"));
     let printed = r.printed();
     let fds: Vec<&str> = printed
@@ -785,6 +785,9 @@ while [ "$(date +%s)" -lt "$end" ] && [ ! -e /stop ]; do
   done
 done
 echo WATCHER-DONE
+# The container lives on until the test removes it: were this, its init, to end now, the
+# kernel would SIGKILL the `exec`ed `touch /stop` that ended the loop before it exits.
+exec sleep 1000
 "#,
     )
     .unwrap();
@@ -793,12 +796,12 @@ echo WATCHER-DONE
         &ctx,
         &["-t", "hostile"],
     );
-    assert!(r.ok(), "{}", r.out);
+    assert!(r.ok(), "exit {:?}: {}", r.code, r.out);
     let env = format!("HOST_EXE_ID={host_id}");
     let run = lab.rbuild(&[
         "run", "-d", "--name", "hostile", "-e", &env, "hostile", "/watch",
     ]);
-    assert!(run.ok(), "{}", run.out);
+    assert!(run.ok(), "exit {:?}: {}", run.code, run.out);
     let logs = || lab.rbuild(&["logs", "hostile"]).out;
     let wait_for = |what: &str| {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -816,7 +819,7 @@ echo WATCHER-DONE
     // Short-lived processes (clones of rbuild until they exec `true`) for the watcher to race.
     for _ in 0..10 {
         let r = lab.rbuild(&["exec", "hostile", "true"]);
-        assert!(r.ok(), "{}", r.out);
+        assert!(r.ok(), "exit {:?}: {}", r.code, r.out);
     }
     // rbuild itself inside the container, through the script's interpreter, waiting on the
     // FIFO until the watcher has seen it.
@@ -828,11 +831,11 @@ echo WATCHER-DONE
     let inner = Running::start(&refs, Duration::from_secs(120));
     wait_for("SEEN-RBUILD");
     let feed = lab.rbuild(&["exec", "hostile", "sh", "-c", "echo 'FROM scratch' > /fifo"]);
-    assert!(feed.ok(), "{}", feed.out);
+    assert!(feed.ok(), "exit {:?}: {}", feed.code, feed.out);
     let inner = inner.finish();
     assert!(inner.ok(), "rbuild inside the container: {}", inner.out);
     let stop = lab.rbuild(&["exec", "hostile", "touch", "/stop"]);
-    assert!(stop.ok(), "{}", stop.out);
+    assert!(stop.ok(), "exit {:?}: {}", stop.code, stop.out);
     wait_for("WATCHER-DONE");
 
     let log = logs();
@@ -942,7 +945,7 @@ RUN --mount=type=tmpfs,target=/rootlink ls /bin/busybox /etc/passwd >/dev/null &
         &ctx,
         &[],
     );
-    assert!(r.ok(), "{}", r.out);
+    assert!(r.ok(), "exit {:?}: {}", r.code, r.out);
     assert!(r.printed_has("BOUND context-file"), "{}", r.out);
     assert!(r.printed_has("INSIDE through-tmpfs"), "{}", r.out);
     assert!(r.printed_has("INSIDE through-cache"), "{}", r.out);
@@ -977,7 +980,7 @@ RUN --mount=type=bind,source=../beside,target=/m cat /m
 RUN --mount=type=bind,source=escape,target=/m,rw ls -a /m | sed 's/^/ESCAPE-DIR /'; touch /m/written-through-rw-bind
 "#;
     let r = lab.build(dockerfile, &ctx, &[]);
-    assert!(r.ok(), "{}", r.out);
+    assert!(r.ok(), "exit {:?}: {}", r.code, r.out);
     assert_eq!(
         r.printed()
             .iter()
@@ -1021,7 +1024,7 @@ RUN --mount=type=cache,id=s,target=/c find /c | sed 's/^/SRC-TREE /'
 "#
     );
     let r = lab.build(&dockerfile, &ctx, &[]);
-    assert!(r.ok(), "{}", r.out);
+    assert!(r.ok(), "exit {:?}: {}", r.code, r.out);
     for prefix in ["ETC-CACHE", "ROOT-CACHE", "UP-CACHE", "SRC-CACHE"] {
         let entries = r.printed_after(&format!("{prefix} "));
         assert_eq!(
@@ -1122,7 +1125,7 @@ fn class4_a_cache_dir_or_target_made_a_symlink_by_an_earlier_build_does_not_redi
         "FROM busybox\nRUN --mount=type=cache,id=k,target=/c ln -s {h} /c/sub && ln -s ../../../../../..{h} /c/rel && ln -s {h} /ct\n"
     );
     let r = lab.build(&first, &ctx, &["-t", "swapped"]);
-    assert!(r.ok(), "{}", r.out);
+    assert!(r.ok(), "exit {:?}: {}", r.code, r.out);
     let second = "FROM swapped
 RUN --mount=type=cache,id=k,target=/m,source=sub touch /m/via-source && echo SOURCE-USED
 RUN --mount=type=cache,id=k,target=/m,source=rel touch /m/via-rel && echo REL-USED
@@ -1130,7 +1133,7 @@ RUN --mount=type=cache,id=k2,target=/ct touch /ct/via-target && echo TARGET-USED
 RUN --mount=type=cache,id=k,target=/m ls -la /m /m/sub/ | sed 's/^/CACHE /'
 ";
     let r = lab.build(second, &ctx, &[]);
-    assert!(r.ok(), "{}", r.out);
+    assert!(r.ok(), "exit {:?}: {}", r.code, r.out);
     for m in ["SOURCE-USED", "REL-USED", "TARGET-USED"] {
         assert!(r.printed_has(m), "{m}\n{}", r.out);
     }
@@ -1177,7 +1180,7 @@ RUN ls -la /a /f /r /etc | sed 's/^/AFTER /'; echo LAYER-OK
 "#
     );
     let r = lab.build(&dockerfile, &ctx, &[]);
-    assert!(r.ok(), "{}", r.out);
+    assert!(r.ok(), "exit {:?}: {}", r.code, r.out);
     assert!(
         r.printed_has("SWAPPED") && r.printed_has("LAYER-OK"),
         "{}",
@@ -1197,7 +1200,7 @@ fn class12_the_store_and_its_cache_mounts_are_private() {
         &ctx,
         &[],
     );
-    assert!(r.ok(), "{}", r.out);
+    assert!(r.ok(), "exit {:?}: {}", r.code, r.out);
     let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().mode() & 0o7777;
     assert_eq!(mode(&lab.store), 0o700, "the store root");
     let mut checked = Vec::new();
