@@ -6,6 +6,7 @@ mod container;
 mod dockerfile;
 mod images;
 mod progress;
+mod registry;
 mod selfexe;
 mod signals;
 
@@ -65,6 +66,14 @@ enum Command {
         #[arg(short, long)]
         input: PathBuf,
     },
+    /// Download an image from a registry.
+    Pull(registry::PullArgs),
+    /// Upload an image to a registry.
+    Push(registry::PushArgs),
+    /// Log in to a registry (the login is saved in Docker's config.json).
+    Login(registry::LoginArgs),
+    /// Log out from a registry.
+    Logout(registry::LogoutArgs),
     /// Write an image as an OCI runtime bundle (DIR/config.json + DIR/rootfs) for runc.
     ExportBundle(bundle::ExportBundleArgs),
     /// Parse a Dockerfile and report every problem found (exit status 1 on errors).
@@ -167,6 +176,10 @@ fn main() -> ExitCode {
             images: names,
         } => images::save(&root, &output, &names).map(|()| ExitCode::SUCCESS),
         Command::Load { input } => images::load(&root, &input).map(|()| ExitCode::SUCCESS),
+        Command::Pull(args) => registry::pull(&root, &args).map(|()| ExitCode::SUCCESS),
+        Command::Push(args) => registry::push(&root, &args).map(|()| ExitCode::SUCCESS),
+        Command::Login(args) => registry::login(&args).map(|()| ExitCode::SUCCESS),
+        Command::Logout(args) => registry::logout(&args).map(|()| ExitCode::SUCCESS),
         Command::ExportBundle(args) => bundle::export(&root, &args).map(|()| ExitCode::SUCCESS),
         Command::Container(command) => container::dispatch(&root, command),
         Command::Check { file } => dockerfile::check(&file),

@@ -144,10 +144,13 @@ pub fn pull(root: &Path, args: &PullArgs) -> anyhow::Result<()> {
     let sink = |event: Event| display.show(event);
     let pulled = client
         .pull(&store, &reference, &PullOptions { platform }, &sink)
-        .with_context(|| format!("pulling {}", reference.familiar()))?;
+        .with_context(|| format!("pulling {}", reference.familiar()));
+    let transferred = display.transferred();
+    drop(display);
+    let pulled = pulled?;
     if !args.quiet {
         println!("Digest: {}", pulled.image.resolved);
-        let status = if display.transferred() {
+        let status = if transferred {
             "Downloaded newer image for"
         } else {
             "Image is up to date for"
@@ -181,7 +184,9 @@ pub fn push(root: &Path, args: &PushArgs) -> anyhow::Result<()> {
     let sink = |event: Event| display.show(event);
     let pushed = client
         .push(&store, &record.manifest, &reference, &sink)
-        .with_context(|| format!("pushing {}", reference.familiar()))?;
+        .with_context(|| format!("pushing {}", reference.familiar()));
+    drop(display);
+    let pushed = pushed?;
     if args.quiet {
         println!("{}", pushed.digest);
     } else {
@@ -407,6 +412,15 @@ impl Display {
         match state.layers.get(digest) {
             Some(Some(bar)) => bar.finish_with_message(word.to_owned()),
             _ => self.line(state, digest, word),
+        }
+    }
+}
+
+impl Drop for Display {
+    /// Ends the bars' last line, so that what is printed next starts on a line of its own.
+    fn drop(&mut self) {
+        if self.bars.is_some() && !self.state().layers.is_empty() {
+            eprintln!();
         }
     }
 }

@@ -32,6 +32,14 @@ pub enum BlobPush {
     Uploaded,
 }
 
+/// How an upload attempt ended, short of a final error.
+enum Sent {
+    /// The blob is in the repository.
+    Complete,
+    /// The session broke on the way (transiently): start over.
+    Broken(RegistryError),
+}
+
 /// How an upload session started.
 enum UploadStart {
     Mounted,
@@ -92,29 +100,43 @@ impl Repository {
         let mut tried = 0;
         loop {
             tried += 1;
-            match self.upload_once(&file, descriptor, on_progress) {
-                Err(error)
-                    if error.is_transient() && self.session.retry().allows_another(tried) =>
-                {
+            match self.upload_once(&file, descriptor, on_progress)? {
+                Sent::Complete => return Ok(BlobPush::Uploaded),
+                Sent::Broken(_) if self.session.retry().allows_another(tried) => {
                     std::thread::sleep(self.session.retry().delay(tried - 1));
                 }
-                Err(error) => return Err(error),
-                Ok(()) => return Ok(BlobPush::Uploaded),
+                Sent::Broken(error) => return Err(error),
             }
         }
     }
 
-    /// One upload session from start to end.
+    /// One upload session from start to end. Failing to start one is final (its requests
+    /// were retried already); a transient failure while sending leaves a broken session, and
+    /// the caller may start over.
     fn upload_once(
         &self,
         file: &File,
         descriptor: &Descriptor,
         on_progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<(), RegistryError> {
-        let UploadStart::Session(mut location) = self.start_upload(&descriptor.digest, None)?
-        else {
-            return Ok(());
+    ) -> Result<Sent, RegistryError> {
+        let UploadStart::Session(location) = self.start_upload(&descriptor.digest, None)? else {
+            return Ok(Sent::Complete);
         };
+        match self.send_content(location, file, descriptor, on_progress) {
+            Ok(()) => Ok(Sent::Complete),
+            Err(error) if error.is_transient() => Ok(Sent::Broken(error)),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Sends the blob to the upload session at `location` and closes it.
+    fn send_content(
+        &self,
+        mut location: String,
+        file: &File,
+        descriptor: &Descriptor,
+        on_progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(), RegistryError> {
         let size = descriptor.size;
         let chunk_size = self.chunk_size.max(1);
         let mut body = RequestBody::FileRange {
