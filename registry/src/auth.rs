@@ -67,6 +67,8 @@ pub(crate) struct Authenticator {
     login_name: String,
     credentials: Option<Credentials>,
     state: Mutex<AuthState>,
+    /// Held while a token is fetched.
+    fetching: Mutex<()>,
 }
 
 impl Authenticator {
@@ -76,6 +78,7 @@ impl Authenticator {
             login_name: login_name.to_owned(),
             credentials,
             state: Mutex::new(AuthState::default()),
+            fetching: Mutex::new(()),
         }
     }
 
@@ -116,15 +119,10 @@ impl Authenticator {
         scopes: &[String],
     ) -> Result<Option<String>, RegistryError> {
         let key = scope_key(scopes);
-        let challenge = {
-            let state = self.state();
-            if let Some(token) = state.tokens.get(&key) {
-                if Instant::now() < token.renew_at {
-                    return Ok(Some(format!("Bearer {}", token.value)));
-                }
-            }
-            state.challenge.clone()
-        };
+        if let Some(header) = self.cached_token(&key) {
+            return Ok(Some(header));
+        }
+        let challenge = self.state().challenge.clone();
         match challenge {
             None => Ok(None),
             Some(Challenge::Basic) => Ok(self
@@ -132,12 +130,24 @@ impl Authenticator {
                 .as_ref()
                 .and_then(Credentials::basic_header)),
             Some(Challenge::Bearer { realm, service, .. }) => {
+                // One fetch at a time, so that threads needing the same scope share a token.
+                let _fetching = self.fetching.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(header) = self.cached_token(&key) {
+                    return Ok(Some(header));
+                }
                 let token = self.fetch_token(transport, &realm, service.as_deref(), scopes)?;
                 let header = format!("Bearer {}", token.value);
                 self.state().tokens.insert(key, token);
                 Ok(Some(header))
             }
         }
+    }
+
+    /// The `Authorization` value of the live cached token for the scopes `key`, if any.
+    fn cached_token(&self, key: &str) -> Option<String> {
+        let state = self.state();
+        let token = state.tokens.get(key)?;
+        (Instant::now() < token.renew_at).then(|| format!("Bearer {}", token.value))
     }
 
     /// Asks the token service `realm` for a token for `scopes`.

@@ -40,6 +40,8 @@ mod repository;
 mod session;
 #[cfg(feature = "test-support")]
 pub mod test_registry;
+#[cfg(feature = "test-support")]
+mod test_token_service;
 mod tls;
 mod transport;
 mod url;

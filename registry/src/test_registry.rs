@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::test_token_service::{TokenService, ISSUER, SERVICE};
+
 /// How long a registry may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -28,6 +30,14 @@ pub enum Mode {
     },
     /// HTTPS with a certificate for 127.0.0.1 from a test CA ([`TestRegistry::ca_file`]).
     Tls,
+    /// Plain HTTP with bearer tokens from a token service on loopback that grants one user
+    /// what they ask for (see `test_token_service.rs`).
+    Token {
+        /// The user.
+        user: String,
+        /// The password.
+        password: String,
+    },
 }
 
 /// A running registry.
@@ -36,6 +46,7 @@ pub struct TestRegistry {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
+    token_service: Option<TokenService>,
 }
 
 /// The programs `mode` needs that are not on `PATH`, as a reason to skip; `None` if all are.
@@ -44,7 +55,7 @@ pub fn missing_tools(mode: &Mode) -> Option<String> {
     match mode {
         Mode::Plain => {}
         Mode::Htpasswd { .. } => tools.push("htpasswd"),
-        Mode::Tls => tools.push("openssl"),
+        Mode::Tls | Mode::Token { .. } => tools.push("openssl"),
     }
     let missing: Vec<&str> = tools.into_iter().filter(|tool| !on_path(tool)).collect();
     if missing.is_empty() {
@@ -81,6 +92,7 @@ impl TestRegistry {
              http:\n  addr: 127.0.0.1:{port}\n  secret: rbuild-test-registry\n",
             root.join("storage").display()
         );
+        let mut token_service = None;
         match &mode {
             Mode::Plain => {}
             Mode::Htpasswd { user, password } => {
@@ -95,12 +107,42 @@ impl TestRegistry {
                 ));
             }
             Mode::Tls => {
-                make_test_ca_and_certificate(root)?;
+                make_ca(root, "ca", EC_KEY)?;
+                make_certificate(
+                    root,
+                    "server",
+                    "ca",
+                    EC_KEY,
+                    "subjectAltName=IP:127.0.0.1,DNS:localhost\nkeyUsage=critical,digitalSignature\n\
+                     extendedKeyUsage=serverAuth\n",
+                )?;
                 config.push_str(&format!(
                     "  tls:\n    certificate: {}\n    key: {}\n",
                     root.join("server.pem").display(),
                     root.join("server.key").display()
                 ));
+            }
+            Mode::Token { user, password } => {
+                make_ca(root, "token-ca", RSA_KEY)?;
+                make_certificate(
+                    root,
+                    "signer",
+                    "token-ca",
+                    RSA_KEY,
+                    "keyUsage=critical,digitalSignature\n",
+                )?;
+                run(Command::new("openssl")
+                    .args(["x509", "-outform", "DER", "-in"])
+                    .arg(root.join("signer.pem"))
+                    .arg("-out")
+                    .arg(root.join("signer.der")))?;
+                let service = TokenService::start(root, user, password)?;
+                config.push_str(&format!(
+                    "auth:\n  token:\n    realm: {}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+                    service.realm(),
+                    root.join("token-ca.pem").display()
+                ));
+                token_service = Some(service);
             }
         }
         fs::write(root.join("config.yml"), config).map_err(|e| format!("config: {e}"))?;
@@ -108,6 +150,7 @@ impl TestRegistry {
             dir,
             port,
             child: None,
+            token_service,
         };
         registry.restart()?;
         Ok(registry)
@@ -143,6 +186,11 @@ impl TestRegistry {
             .join("docker/registry/v2/repositories")
             .join(repository)
             .join("_uploads")
+    }
+
+    /// How many tokens the token service issued ([`Mode::Token`]; 0 otherwise).
+    pub fn tokens_issued(&self) -> usize {
+        self.token_service.as_ref().map_or(0, TokenService::issued)
     }
 
     /// The registry's log (what it printed).
@@ -235,51 +283,64 @@ fn run(command: &mut Command) -> Result<(), String> {
     }
 }
 
-/// `ca.pem`/`ca.key` (a CA) and `server.pem`/`server.key` (for 127.0.0.1 and localhost,
-/// signed by it) in `dir`.
-fn make_test_ca_and_certificate(dir: &Path) -> Result<(), String> {
-    let at = |name: &str| dir.join(name);
-    let ec_key = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
+/// `openssl req` arguments for a new EC P-256 key.
+const EC_KEY: &[&str] = &[
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+];
+/// `openssl req` arguments for a new RSA key (the token signer: RS256).
+const RSA_KEY: &[&str] = &["-newkey", "rsa:2048", "-nodes"];
+
+/// A self-signed CA, `NAME.pem` and `NAME.key` in `dir`.
+fn make_ca(dir: &Path, name: &str, key: &[&str]) -> Result<(), String> {
     run(Command::new("openssl")
         .args(["req", "-x509"])
-        .args(ec_key)
+        .args(key)
         .arg("-keyout")
-        .arg(at("ca.key"))
+        .arg(dir.join(format!("{name}.key")))
         .arg("-out")
-        .arg(at("ca.pem"))
-        .args(["-days", "2", "-subj", "/CN=rbuild test CA"])
+        .arg(dir.join(format!("{name}.pem")))
+        .args(["-days", "2", "-subj", &format!("/CN=rbuild test {name}")])
         .args(["-addext", "basicConstraints=critical,CA:TRUE"])
-        .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]))?;
+        .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]))
+}
+
+/// A certificate `NAME.pem` (key `NAME.key`) in `dir` signed by the CA `ca`, with the
+/// extensions `extensions` (openssl's extension file syntax).
+fn make_certificate(
+    dir: &Path,
+    name: &str,
+    ca: &str,
+    key: &[&str],
+    extensions: &str,
+) -> Result<(), String> {
+    let at = |file: String| dir.join(file);
     run(Command::new("openssl")
         .arg("req")
-        .args(ec_key)
+        .args(key)
         .arg("-keyout")
-        .arg(at("server.key"))
+        .arg(at(format!("{name}.key")))
         .arg("-out")
-        .arg(at("server.csr"))
+        .arg(at(format!("{name}.csr")))
         .args(["-subj", "/CN=127.0.0.1"]))?;
     fs::write(
-        at("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        at(format!("{name}.ext")),
+        format!("basicConstraints=CA:FALSE\n{extensions}"),
     )
-    .map_err(|e| format!("server.ext: {e}"))?;
+    .map_err(|e| format!("{name}.ext: {e}"))?;
     run(Command::new("openssl")
         .args(["x509", "-req", "-days", "2", "-set_serial", "2"])
         .arg("-in")
-        .arg(at("server.csr"))
+        .arg(at(format!("{name}.csr")))
         .arg("-CA")
-        .arg(at("ca.pem"))
+        .arg(at(format!("{ca}.pem")))
         .arg("-CAkey")
-        .arg(at("ca.key"))
+        .arg(at(format!("{ca}.key")))
         .arg("-extfile")
-        .arg(at("server.ext"))
+        .arg(at(format!("{name}.ext")))
         .arg("-out")
-        .arg(at("server.pem")))
+        .arg(at(format!("{name}.pem"))))
 }

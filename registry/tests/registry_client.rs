@@ -298,12 +298,11 @@ fn multi_platform_index_and_platform_selection() {
     );
 }
 
-#[test]
-fn basic_auth_refuses_wrong_and_missing_credentials_quickly() {
-    let mode = Mode::Htpasswd {
-        user: "alice".into(),
-        password: "s3cret".into(),
-    };
+/// Anonymous and wrong credentials are refused quickly and clearly, `verify_login` tells
+/// right from wrong, and with the right login saved a push and a pull work. With a token
+/// service, each of them fetches one token for its scope.
+fn auth_flow(mode: Mode, user: &str, password: &str) {
+    let token_service = matches!(mode, Mode::Token { .. });
     let Some(Setup {
         registry,
         dir,
@@ -319,7 +318,6 @@ fn basic_auth_refuses_wrong_and_missing_credentials_quickly() {
         docker_config: Some(config.clone()),
         ..ClientOptions::default()
     };
-
     let started = Instant::now();
     let error = client(with_config())
         .push(&source, &manifest, &target, &no_progress)
@@ -333,10 +331,7 @@ fn basic_auth_refuses_wrong_and_missing_credentials_quickly() {
         text.contains(&registry.host()) && text.contains("rbuild login"),
         "{text}"
     );
-
-    config
-        .store_login(&registry.host(), "alice", "wrong")
-        .unwrap();
+    config.store_login(&registry.host(), user, "wrong").unwrap();
     let error = client(with_config())
         .push(&source, &manifest, &target, &no_progress)
         .unwrap_err();
@@ -350,31 +345,58 @@ fn basic_auth_refuses_wrong_and_missing_credentials_quickly() {
         started.elapsed()
     );
 
-    let wrong = Credentials::Basic {
-        username: "alice".into(),
-        password: "wrong".into(),
+    let login = |password: &str| {
+        let credentials = Credentials::Basic {
+            username: user.into(),
+            password: password.into(),
+        };
+        client(anonymous()).verify_login(&registry.host(), credentials)
     };
-    assert!(client(anonymous())
-        .verify_login(&registry.host(), wrong)
-        .is_err());
-    let right = Credentials::Basic {
-        username: "alice".into(),
-        password: "s3cret".into(),
-    };
-    client(anonymous())
-        .verify_login(&registry.host(), right)
-        .unwrap();
+    assert!(login("wrong").is_err());
+    login(password).unwrap();
 
     config
-        .store_login(&registry.host(), "alice", "s3cret")
+        .store_login(&registry.host(), user, password)
         .unwrap();
+    let before = registry.tokens_issued();
     client(with_config())
         .push(&source, &manifest, &target, &no_progress)
         .unwrap();
+    let pushed_tokens = registry.tokens_issued() - before;
     let pulled = store_in(dir.path(), "pulled");
-    client(with_config())
+    let image = client(with_config())
         .pull(&pulled, &target, &PullOptions::default(), &no_progress)
         .unwrap();
+    assert_eq!(image.image.descriptor.digest, manifest);
+    let pulled_tokens = registry.tokens_issued() - before - pushed_tokens;
+    if token_service {
+        // One token per scope serves every request of the push (and of the pull).
+        assert_eq!((pushed_tokens, pulled_tokens), (1, 1));
+    }
+}
+
+#[test]
+fn basic_auth_refuses_wrong_and_missing_credentials_quickly() {
+    auth_flow(
+        Mode::Htpasswd {
+            user: "alice".into(),
+            password: "s3cret".into(),
+        },
+        "alice",
+        "s3cret",
+    );
+}
+
+#[test]
+fn bearer_tokens_from_a_token_service_are_fetched_once_per_scope() {
+    auth_flow(
+        Mode::Token {
+            user: "bob".into(),
+            password: "b0b".into(),
+        },
+        "bob",
+        "b0b",
+    );
 }
 
 #[test]
