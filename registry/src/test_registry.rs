@@ -1,7 +1,8 @@
 //! A real distribution registry for tests: Debian's `docker-registry serve` on a free loopback
-//! port, with its storage in a temp dir of its own, in one of three [`Mode`]s — plain HTTP,
-//! htpasswd basic auth (`htpasswd` from apache2-utils), or TLS with a CA that `openssl` makes
-//! for the test. It is killed when dropped; [`TestRegistry::kill`] and
+//! port, with its storage in a temp dir of its own, in one of four [`Mode`]s — plain HTTP,
+//! htpasswd basic auth (`htpasswd` from apache2-utils), TLS with a CA that `openssl` makes for
+//! the test, or bearer tokens from a loopback token service whose signing certificate the
+//! registry trusts. It is killed when dropped; [`TestRegistry::kill`] and
 //! [`TestRegistry::restart`] let a test take it away mid-transfer and bring it back with the
 //! same storage and port.
 
