@@ -12,14 +12,11 @@ use std::time::{Duration, Instant};
 use rbuild_cache::{Digest, Store};
 use rbuild_fsutil::Root;
 use rbuild_image::manifest::{Descriptor, Manifest};
-use rbuild_image::reference::Reference;
 use rbuild_image::{write_image, ImageConfig, LayerOptions};
 use rbuild_parser::instruction::{parse, Instruction};
-use rbuild_solver::{
-    plan, BaseImageInfo, BaseImageResolver, BuildOptions, FromSource, PlannedStage, PlannedStep,
-    StageBase,
-};
+use rbuild_solver::{plan, BuildOptions, FromSource, PlannedStage, PlannedStep, StageBase};
 
+use crate::base_image::{Events, ImageSource, Planning, StoreImages};
 use crate::cachekey::{self, base_key, step_key};
 use crate::config::{is_metadata_only, StageConfig};
 use crate::error::BuildError;
@@ -63,6 +60,10 @@ pub struct BuildRequest {
     pub cache_from: Vec<PathBuf>,
     /// `--cache-to type=local,dest=DIR`: where the keys and layers of this build go.
     pub cache_to: Option<cachekey::CacheExport>,
+    /// Where base images the store lacks are pulled from (`None`: the store alone).
+    pub image_source: Option<std::sync::Arc<dyn ImageSource>>,
+    /// `--pull`: check every base image against its registry, even one the store has.
+    pub pull: bool,
 }
 
 impl BuildRequest {
@@ -132,55 +133,6 @@ struct StageImage {
     created: Option<String>,
 }
 
-/// Base images come from the store's image index (pulling arrives with the registry client).
-struct StoreImages<'a> {
-    store: &'a Store,
-    found: BTreeMap<String, (Manifest, ImageConfig)>,
-}
-
-impl StoreImages<'_> {
-    fn lookup(&mut self, reference: &str) -> Result<(Manifest, ImageConfig), String> {
-        if let Some(found) = self.found.get(reference) {
-            return Ok(found.clone());
-        }
-        let parsed = Reference::parse(reference).map_err(|e| e.to_string())?;
-        let name = parsed.to_string();
-        let record = self
-            .store
-            .images()
-            .get(&name)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("{name} is not in the local image store (pulling from registries is not supported yet; use `rbuild load`)"))?;
-        let desc = Descriptor::new(&record.media_type, record.manifest.clone(), 0);
-        let (_, manifest) =
-            rbuild_image::images::resolve_manifest(self.store, &desc).map_err(|e| e.to_string())?;
-        let config = rbuild_image::images::read_config(self.store, &manifest.config.digest)
-            .map_err(|e| e.to_string())?;
-        self.found
-            .insert(reference.to_string(), (manifest.clone(), config.clone()));
-        Ok((manifest, config))
-    }
-}
-
-impl BaseImageResolver for StoreImages<'_> {
-    fn resolve(&mut self, reference: &str) -> Result<BaseImageInfo, String> {
-        let (_, config) = self.lookup(reference)?;
-        let env = config
-            .config
-            .env
-            .iter()
-            .map(|e| match e.split_once('=') {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => (e.clone(), String::new()),
-            })
-            .collect();
-        Ok(BaseImageInfo {
-            env,
-            onbuild: config.config.on_build.clone(),
-        })
-    }
-}
-
 /// Builds `req` in `store`, reporting progress to `on_event`.
 pub fn build(
     store: &Store,
@@ -192,11 +144,19 @@ pub fn build(
     for w in &file.warnings {
         on_event(BuildEvent::Warning(w.message.clone()));
     }
-    let mut images = StoreImages {
-        store,
-        found: BTreeMap::new(),
-    };
-    let plan = plan(&file, &req.options, &mut images)?;
+    let mut images = StoreImages::new(store, req);
+    // Steps taken by pulls while planning.
+    let pulls = AtomicUsize::new(0);
+    let plan = plan(
+        &file,
+        &req.options,
+        &mut Planning {
+            images: &mut images,
+            on_event: &mut *on_event,
+            counter: &pulls,
+        },
+    )?;
+    let pulls = pulls.into_inner();
     if !plan.unused_build_args.is_empty() {
         on_event(BuildEvent::Warning(format!(
             "one or more build-args {:?} were not consumed",
@@ -208,7 +168,7 @@ pub fn build(
         source,
     })?;
     let ignore = load_ignore(req)?;
-    let total: usize = plan.stages.iter().map(|s| s.steps.len() + 1).sum();
+    let total: usize = plan.stages.iter().map(|s| s.steps.len() + 1).sum::<usize>() + pulls;
     let stage_names = plan
         .stages
         .iter()
@@ -234,7 +194,7 @@ pub fn build(
         images: Mutex::new(images),
         context: &context,
         ignore: ignore.as_ref(),
-        counter: AtomicUsize::new(0),
+        counter: AtomicUsize::new(pulls),
         total,
         on_event: Mutex::new(on_event),
     };
@@ -462,10 +422,15 @@ impl StageRun<'_> {
     }
 
     fn lookup(&self, reference: &str) -> Result<(Manifest, ImageConfig), String> {
+        let emit = |e: BuildEvent| self.event(e);
+        let events = Events {
+            emit: &emit,
+            counter: &self.counter,
+        };
         self.images
             .lock()
             .map_err(|_| "the image resolver is poisoned".to_string())?
-            .lookup(reference)
+            .lookup(reference, &events)
     }
 
     /// Runs one stage whose inputs are in `done`.
@@ -977,7 +942,7 @@ fn is_empty_dir(dir: &Path) -> Result<bool, BuildError> {
 mod tests {
     use super::*;
     use rbuild_parser::instruction::parse;
-    use rbuild_solver::BaseImageInfo;
+    use rbuild_solver::{BaseImageInfo, BaseImageResolver};
 
     struct AnyImage;
 

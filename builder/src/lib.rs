@@ -2,6 +2,7 @@
 //! `RUN` steps through the executor's sandbox, layers and image configs through the image crate —
 //! and exports the result.
 
+pub mod base_image;
 pub mod build;
 pub mod cachekey;
 pub mod config;

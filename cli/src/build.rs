@@ -38,8 +38,9 @@ pub struct BuildArgs {
     /// The platform to build for (only the host's, linux/amd64 here, until cross-platform builds).
     #[arg(long)]
     pub platform: Option<String>,
-    /// Where the result goes: `type=image|oci|docker|local|tar[,dest=PATH][,name=REF][,compression=gzip|zstd|uncompressed][,compression-level=N]`,
-    /// or a directory (local), or `-` (a tar on standard output).
+    /// Where the result goes: `type=image|registry|oci|docker|local|tar[,dest=PATH][,name=REF[,REF…]][,push=true][,compression=gzip|zstd|uncompressed][,compression-level=N]`,
+    /// or a directory (local), or `-` (a tar on standard output). `type=registry` is
+    /// `type=image,push=true`.
     #[arg(short = 'o', long = "output")]
     pub outputs: Vec<String>,
     /// Write the image ID to this file.
@@ -97,6 +98,15 @@ pub struct BuildArgs {
     /// Use a cache a `--cache-to` wrote: `type=local,src=DIR` (repeatable).
     #[arg(long = "cache-from", value_name = "SPEC")]
     pub cache_from: Vec<String>,
+    /// Check every base image against its registry, even one the store has (only what is
+    /// missing is downloaded).
+    #[arg(long)]
+    pub pull: bool,
+    /// Push the image to the registry of each -t name after the build (`-o type=registry`).
+    #[arg(long)]
+    pub push: bool,
+    #[command(flatten)]
+    pub registry: crate::registry::RegistryFlags,
     /// The build context directory.
     pub context: Option<String>,
 }
@@ -194,8 +204,12 @@ fn run_options(args: &BuildArgs) -> anyhow::Result<RunOptions> {
 /// One `-o` output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    /// Into the local image store (the default).
-    Image,
+    /// Into the local image store (the default), named `names` (besides the -t tags), and
+    /// pushed under every name when `push`.
+    Image {
+        names: Vec<String>,
+        push: bool,
+    },
     Oci {
         dest: String,
     },
@@ -213,6 +227,23 @@ pub enum Output {
 /// Layer compression an output asks for, with its level.
 pub type CompressionChoice = Option<(Compression, Option<i32>)>;
 
+/// The comma-separated fields of an `-o` value; a field in double quotes may hold commas
+/// (`"name=a,b"`), as buildx's CSV allows.
+fn split_csv(spec: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    for c in spec.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields.push(std::mem::take(&mut field)),
+            c => field.push(c),
+        }
+    }
+    fields.push(field);
+    fields
+}
+
 /// Parses one `-o` value, with its layer compression options.
 pub fn parse_output(spec: &str) -> anyhow::Result<(Output, CompressionChoice)> {
     if !spec.contains('=') {
@@ -228,11 +259,28 @@ pub fn parse_output(spec: &str) -> anyhow::Result<(Output, CompressionChoice)> {
         ));
     }
     let mut fields = BTreeMap::new();
-    for part in spec.split(',') {
-        let (k, v) = part.split_once('=').with_context(|| {
-            format!("invalid output field {part:?} in {spec:?}: expected key=value")
-        })?;
-        fields.insert(k.trim().to_string(), v.trim().to_string());
+    let mut names: Vec<String> = Vec::new();
+    let mut last_key = String::new();
+    for part in split_csv(spec) {
+        let Some((k, v)) = part.split_once('=') else {
+            // `name=a,b`: further names of the image.
+            if last_key == "name" && !part.trim().is_empty() {
+                names.push(part.trim().to_string());
+                continue;
+            }
+            bail!("invalid output field {part:?} in {spec:?}: expected key=value");
+        };
+        last_key = k.trim().to_string();
+        if last_key == "name" {
+            names.extend(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_string),
+            );
+            continue;
+        }
+        fields.insert(last_key.clone(), v.trim().to_string());
     }
     let kind = fields.remove("type").unwrap_or_else(|| "local".into());
     let dest = fields.remove("dest");
@@ -252,16 +300,36 @@ pub fn parse_output(spec: &str) -> anyhow::Result<(Output, CompressionChoice)> {
                 .with_context(|| format!("invalid compression-level {l:?}"))?,
         ),
     };
-    fields.remove("name");
     fields.remove("oci-mediatypes");
+    let push = match fields.remove("push").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => bail!("invalid push={other:?} in {spec:?}: use true or false"),
+    };
+    if !names.is_empty() && !matches!(kind.as_str(), "image" | "registry" | "oci" | "docker") {
+        bail!("output type {kind} takes no name=");
+    }
+    if push && kind != "image" {
+        bail!("push=true goes with type=image (type=registry always pushes)");
+    }
     let output = match kind.as_str() {
-        "image" => Output::Image,
-        "oci" => Output::Oci { dest: need_dest(dest)? },
-        "docker" => Output::Docker { dest: need_dest(dest)? },
-        "local" => Output::Local { dest: PathBuf::from(need_dest(dest)?) },
-        "tar" => Output::Tar { dest: need_dest(dest)? },
-        "registry" => bail!("output type registry is not supported yet: pushing to registries arrives with the registry client"),
-        other => bail!("unknown output type {other:?}: use image, oci, docker, local or tar"),
+        "image" => Output::Image { names, push },
+        "registry" => Output::Image { names, push: true },
+        "oci" => Output::Oci {
+            dest: need_dest(dest)?,
+        },
+        "docker" => Output::Docker {
+            dest: need_dest(dest)?,
+        },
+        "local" => Output::Local {
+            dest: PathBuf::from(need_dest(dest)?),
+        },
+        "tar" => Output::Tar {
+            dest: need_dest(dest)?,
+        },
+        other => {
+            bail!("unknown output type {other:?}: use image, registry, oci, docker, local or tar")
+        }
     };
     if let Some(k) = fields.keys().next() {
         bail!("unknown output option {k:?} for type {kind}");
@@ -430,7 +498,37 @@ pub fn run(store_root: &Path, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         outputs.push(output);
     }
     if outputs.is_empty() {
-        outputs.push(Output::Image);
+        outputs.push(Output::Image {
+            names: Vec::new(),
+            push: false,
+        });
+    }
+    if args.push {
+        // `--push` is `-o type=registry`: the image outputs push (one is added if none).
+        let mut any = false;
+        for output in &mut outputs {
+            if let Output::Image { push, .. } = output {
+                *push = true;
+                any = true;
+            }
+        }
+        if !any {
+            outputs.push(Output::Image {
+                names: Vec::new(),
+                push: true,
+            });
+        }
+    }
+    for output in &outputs {
+        let Output::Image { names, push } = output else {
+            continue;
+        };
+        for name in names {
+            Reference::parse(name).with_context(|| format!("invalid image name {name:?}"))?;
+        }
+        if *push && names.is_empty() && args.tags.is_empty() {
+            bail!("pushing needs a name for the image: give -t REGISTRY/NAME[:TAG] or -o type=registry,name=REGISTRY/NAME[:TAG]");
+        }
     }
     let (dockerfile, dockerfile_name, dockerfile_path) =
         read_dockerfile(&context_dir, args.file.as_deref())?;
@@ -463,6 +561,9 @@ pub fn run(store_root: &Path, args: &BuildArgs) -> anyhow::Result<ExitCode> {
             build_args.insert(SOURCE_DATE_EPOCH.to_string(), epoch.to_string());
         }
     }
+    let registry_client = std::sync::Arc::new(crate::build_registry::LazyClient::new(
+        args.registry.clone(),
+    ));
     let req = BuildRequest {
         context_dir: context_dir.clone(),
         dockerfile: dockerfile.clone(),
@@ -487,6 +588,10 @@ pub fn run(store_root: &Path, args: &BuildArgs) -> anyhow::Result<ExitCode> {
             .map(|s| parse_cache_from(s))
             .collect::<anyhow::Result<_>>()?,
         cache_to: args.cache_to.as_deref().map(parse_cache_to).transpose()?,
+        image_source: Some(std::sync::Arc::new(
+            crate::build_registry::RegistrySource::new(registry_client.clone()),
+        )),
+        pull: args.pull,
     };
     let store = Store::open(store_root)
         .with_context(|| format!("opening the image store {}", store_root.display()))?;
@@ -528,7 +633,7 @@ pub fn run(store_root: &Path, args: &BuildArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    export(&store, &image, &outputs, &tags, args)?;
+    export(&store, &image, &outputs, &tags, args, &registry_client)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -578,17 +683,35 @@ fn export(
     outputs: &[Output],
     tags: &[Reference],
     args: &BuildArgs,
+    registry: &crate::build_registry::LazyClient,
 ) -> anyhow::Result<()> {
     let names: Vec<(String, rbuild_cache::Digest)> = tags
         .iter()
         .map(|t| (t.to_string(), image.manifest.digest.clone()))
         .collect();
+    // What is pushed once the outputs are written.
+    let mut to_push: Vec<Reference> = Vec::new();
     for output in outputs {
         match output {
-            Output::Image => {
-                for (name, digest) in &names {
-                    rbuild_image::tag_image(store, name, digest)
+            Output::Image { names: extra, push } => {
+                let mut named = tags.to_vec();
+                for name in extra {
+                    let reference = Reference::parse(name)
+                        .with_context(|| format!("invalid image name {name:?}"))?;
+                    if !named.contains(&reference) {
+                        named.push(reference);
+                    }
+                }
+                for name in &named {
+                    rbuild_image::tag_image(store, &name.to_string(), &image.manifest.digest)
                         .with_context(|| format!("naming the image {name}"))?;
+                }
+                if *push {
+                    for name in named {
+                        if !to_push.contains(&name) {
+                            to_push.push(name);
+                        }
+                    }
                 }
             }
             Output::Oci { dest } => {
@@ -638,6 +761,15 @@ fn export(
         for t in tags {
             eprintln!("naming to {t}");
         }
+    }
+    if !to_push.is_empty() {
+        crate::build_registry::push_image(
+            store,
+            registry,
+            &image.manifest.digest,
+            &to_push,
+            args.quiet,
+        )?;
     }
     Ok(())
 }
@@ -710,7 +842,21 @@ mod tests {
         );
         assert_eq!(ok("dir"), Output::Local { dest: "dir".into() });
         assert_eq!(ok("-"), Output::Tar { dest: "-".into() });
-        assert_eq!(ok("type=image,name=x"), Output::Image);
+        let image = |names: &[&str], push: bool| Output::Image {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            push,
+        };
+        assert_eq!(ok("type=image,name=x"), image(&["x"], false));
+        assert_eq!(ok("type=image"), image(&[], false));
+        assert_eq!(
+            ok("type=image,name=r/a:1,r/b:2,push=true"),
+            image(&["r/a:1", "r/b:2"], true)
+        );
+        assert_eq!(
+            ok("type=image,\"name=r/a,r/b\",push=false"),
+            image(&["r/a", "r/b"], false)
+        );
+        assert_eq!(ok("type=registry,name=r/a"), image(&["r/a"], true));
         assert!(matches!(
             parse_output("type=oci,dest=x,compression=zstd,compression-level=9"),
             Ok((_, Some((Compression::Zstd, Some(9)))))
@@ -720,7 +866,9 @@ mod tests {
             "type=bogus,dest=x",
             "type=oci,dest=x,compression=lz4",
             "type=oci,dest=x,frob=1",
-            "type=registry,name=x",
+            "type=image,push=yes",
+            "type=oci,dest=x,push=true",
+            "type=local,dest=x,name=y",
             "type=oci,dest",
         ] {
             assert!(parse_output(bad).is_err(), "{bad}");

@@ -1,6 +1,7 @@
 //! The `rbuild` binary: parses the command line and hands each command to the library crates.
 
 mod build;
+mod build_registry;
 mod bundle;
 mod container;
 mod dockerfile;

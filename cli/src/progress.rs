@@ -184,7 +184,7 @@ impl<W: Write> Plain<W> {
                 text,
             } => {
                 self.open.insert(step);
-                format!("#{step} [{stage} {step}/{total}] {text}")
+                format!("#{step} {}", step_label(stage, step, total, text))
             }
             Event::Output { step, line } => format!("#{step} {line}"),
             Event::Done { step, elapsed } => {
@@ -254,6 +254,16 @@ impl<W: Write> Json<W> {
         }
         self.out.write_all(text.as_bytes())?;
         self.out.flush()
+    }
+}
+
+/// `[stage 2/5] RUN make`; a step outside the numbered ones (`total` 0, such as pulling a
+/// base image) is `[internal] pull NAME`, as BuildKit shows its internal steps.
+fn step_label(stage: &str, step: usize, total: usize, text: &str) -> String {
+    if total == 0 {
+        format!("[{stage}] {text}")
+    } else {
+        format!("[{stage} {step}/{total}] {text}")
     }
 }
 
@@ -447,7 +457,7 @@ impl View {
                 self.steps.insert(
                     step,
                     StepView {
-                        label: sanitize(&format!("[{stage} {step}/{total}] {text}")),
+                        label: sanitize(&step_label(stage, step, total, text)),
                         started: now,
                         state: State::Running,
                         tail: VecDeque::new(),
