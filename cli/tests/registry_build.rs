@@ -80,13 +80,18 @@ fn from_pulls_a_missing_base_image_then_needs_no_registry() {
         return;
     };
     let base = format!("{}/base", registry.host());
-    fx.ok(&["tag", "busybox", &base]);
-    fx.ok(&["push", "-q", &base]);
+    let tools = format!("{}/tools:1", registry.host());
+    for name in [&base, &tools] {
+        fx.ok(&["tag", "busybox", name]);
+        fx.ok(&["push", "-q", name]);
+    }
 
     let empty = Fixture::empty("rb-from-empty");
     let ctx = empty.context(
         "ctx",
-        &format!("FROM {base}\nRUN echo built-on-pulled > /out\n"),
+        &format!(
+            "FROM {base}\nRUN echo built-on-pulled > /out\nCOPY --from={tools} /bin/busybox /copied\n"
+        ),
         &[],
     );
     let out = empty.rbuild(&["build", "--progress=plain", "-t", "app", &ctx]);
@@ -95,6 +100,8 @@ fn from_pulls_a_missing_base_image_then_needs_no_registry() {
         log.contains(&format!("[internal] pull {base}:latest")),
         "{log}"
     );
+    // `COPY --from=image` pulls its image too.
+    assert!(log.contains(&format!("[internal] pull {tools}")), "{log}");
     assert!(log.contains("resolve "), "{log}");
     assert!(log.contains(" done"), "{log}");
     assert_eq!(
