@@ -56,10 +56,14 @@ pub struct BuildRequest {
     pub no_cache_filter: Vec<String>,
     /// `--jobs`: how many stages run at once (0: all that are ready).
     pub jobs: usize,
-    /// `--cache-from type=local,src=DIR`: caches whose records a store miss falls back to.
-    pub cache_from: Vec<PathBuf>,
-    /// `--cache-to type=local,dest=DIR`: where the keys and layers of this build go.
+    /// `--cache-from`: caches (directories, registry references) whose records a store miss
+    /// falls back to.
+    pub cache_from: Vec<cachekey::CacheSource>,
+    /// `--cache-to`: where the keys and layers of this build go.
     pub cache_to: Option<cachekey::CacheExport>,
+    /// The registry client of registry caches (`None`: one with the default options, made
+    /// when needed).
+    pub cache_registry: Option<crate::remote_cache::SharedClient>,
     /// Where base images the store lacks are pulled from (`None`: the store alone).
     pub image_source: Option<std::sync::Arc<dyn ImageSource>>,
     /// `--pull`: check every base image against its registry, even one the store has.
@@ -181,8 +185,11 @@ pub fn build(
                 .chain([by_index])
         })
         .collect();
-    let cache =
-        cachekey::BuildCache::open(&req.cache_from, &mut |w| on_event(BuildEvent::Warning(w)));
+    let client = std::sync::OnceLock::new();
+    let registry = || registry_client(req, &client);
+    let cache = cachekey::BuildCache::open(store, &req.cache_from, &registry, &mut |w| {
+        on_event(BuildEvent::Warning(w))
+    });
     let run = StageRun {
         cache,
         cancelled: std::sync::atomic::AtomicBool::new(false),
@@ -213,13 +220,24 @@ pub fn build(
     let mut config = target.config;
     config.config.labels.extend(req.labels.clone());
     config.created = target.created.clone();
+    // An inline cache of the base image is not this image's.
+    config.rbuild_cache = None;
+    if let Some(to) = req
+        .cache_to
+        .as_ref()
+        .filter(|to| to.target == cachekey::CacheTarget::Inline)
+    {
+        let chain = cachekey::target_chain(&plan.stages, plan.target);
+        config.rbuild_cache = Some(run.cache.inline_records(&chain, to.mode)?);
+    }
     let infos: Vec<_> = target.layers.iter().map(StageLayer::info).collect();
     let manifest = write_image(store, config.clone(), &infos, req.layer_options.format)?;
     let written = rbuild_image::images::resolve_manifest(store, &manifest)?.1;
     if let Some(to) = &req.cache_to {
         let chain = cachekey::target_chain(&plan.stages, plan.target);
-        run.cache
-            .export(store, to, &chain, &|w| run.event(BuildEvent::Warning(w)))?;
+        run.cache.export(store, to, &chain, &registry, &|w| {
+            run.event(BuildEvent::Warning(w))
+        })?;
     }
     Ok(BuiltImage {
         manifest,
@@ -227,6 +245,24 @@ pub fn build(
         config,
         layers: target.layers,
     })
+}
+
+/// The registry client of the request's registry caches, or one with the default options
+/// (made once).
+fn registry_client(
+    req: &BuildRequest,
+    made: &std::sync::OnceLock<std::sync::Arc<rbuild_registry::Client>>,
+) -> Result<std::sync::Arc<rbuild_registry::Client>, BuildError> {
+    if let Some(client) = &req.cache_registry {
+        return Ok(client.0.clone());
+    }
+    if let Some(client) = made.get() {
+        return Ok(client.clone());
+    }
+    let client = std::sync::Arc::new(rbuild_registry::Client::new(
+        rbuild_registry::ClientOptions::default(),
+    )?);
+    Ok(made.get_or_init(|| client).clone())
 }
 
 fn load_ignore(req: &BuildRequest) -> Result<Option<rbuild_context::PatternMatcher>, BuildError> {

@@ -21,11 +21,12 @@
 //! snapshot are complete; a hit is used only when the blob still exists and the layer sits on
 //! the stage's layers (its chain ID); a snapshot pruned since is unpacked again from the blob.
 //!
-//! [`BuildCache`] adds the portable half: `--cache-from type=local,src=DIR` records (read
-//! before the build; a store miss falls back to them, and a hit copies the layer blob into the
-//! store, verified, unpacks it and records it) and `--cache-to type=local,dest=DIR` (the keys and
-//! layers this build used, merged into DIR). DIR is an OCI image layout whose format
-//! `docs/cache-format.md` describes.
+//! [`BuildCache`] adds the portable half: `--cache-from` records (read before the build; a
+//! store miss falls back to them, and a hit copies the layer blob into the store, verified,
+//! unpacks it and records it) and `--cache-to` (the keys and layers this build used). A cache
+//! lives in a directory (`type=local`, an OCI image layout), in a registry (`type=registry`,
+//! the same artifact pushed to a reference; see `remote_cache.rs`) or inside the image's config
+//! (`type=inline`). `docs/cache-format.md` describes the format.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
@@ -40,8 +41,10 @@ use rbuild_fsutil::Root;
 use rbuild_image::json;
 use rbuild_image::manifest::{annotations, media_types, Descriptor, Index, Manifest};
 use rbuild_image::oci_layout::OCI_LAYOUT_CONTENT;
-use rbuild_image::{LayerOptions, ManifestFormat};
+use rbuild_image::reference::Reference;
+use rbuild_image::{Compression, LayerOptions, ManifestFormat};
 use rbuild_parser::instruction::Instruction;
+use rbuild_registry::{Client, Repository};
 use rbuild_solver::{PlannedStage, PlannedStep, StageBase};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -247,11 +250,14 @@ pub const CACHE_ARTIFACT_TYPE: &str = "application/vnd.rbuild.cache.v1";
 pub const CACHE_CONFIG_MEDIA_TYPE: &str = "application/vnd.rbuild.cache.config.v1+json";
 /// `org.opencontainers.image.ref.name` of the cache manifest in `index.json`.
 pub const CACHE_REF_NAME: &str = "rbuild-cache";
+/// The image config key of an inline cache (`--cache-to type=inline`): a cache config (the
+/// records) whose layers are the image's own.
+pub const INLINE_CACHE_KEY: &str = "rbuild.cache.v1";
 /// OCI's empty descriptor (`{}`), the single "layer" of a cache that has no layer.
 const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
-const EMPTY_CONTENT: &[u8] = b"{}";
+pub(crate) const EMPTY_CONTENT: &[u8] = b"{}";
 /// The most a cache config may hold (about 100,000 records).
-const MAX_CACHE_CONFIG_BYTES: u64 = 64 << 20;
+pub(crate) const MAX_CACHE_CONFIG_BYTES: u64 = 64 << 20;
 /// The most `oci-layout` may hold.
 const MAX_LAYOUT_FILE_BYTES: u64 = 4 << 10;
 /// Names of temp files an export writes in DIR before renaming them into place.
@@ -267,29 +273,62 @@ pub enum CacheMode {
     Max,
 }
 
-/// `--cache-to type=local,dest=DIR,mode=…`.
+/// Where `--cache-to` writes the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheTarget {
+    /// `type=local,dest=DIR`: an OCI image layout, merged with what DIR holds.
+    Local(PathBuf),
+    /// `type=registry,ref=REF`: the cache artifact pushed to REF (replacing what REF named).
+    Registry(Reference),
+    /// `type=inline`: the records inside the image's config (their layers are the image's).
+    Inline,
+}
+
+/// `--cache-to type=local|registry|inline,…,mode=…[,compression=…]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheExport {
-    pub dest: PathBuf,
+    pub target: CacheTarget,
     pub mode: CacheMode,
+    /// Layer blobs in another compression are recompressed into this one for the export
+    /// (`None`: exported as built).
+    pub compression: Option<Compression>,
+}
+
+/// Where `--cache-from` reads a cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheSource {
+    /// `type=local,src=DIR`.
+    Local(PathBuf),
+    /// `type=registry,ref=REF` or a bare `REF`: a cache artifact, or an image with an inline
+    /// cache.
+    Registry(Reference),
+}
+
+impl std::fmt::Display for CacheSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CacheSource::Local(dir) => write!(f, "{}", dir.display()),
+            CacheSource::Registry(reference) => write!(f, "{reference}"),
+        }
+    }
 }
 
 /// The cache config blob.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct CacheConfig {
-    records: Vec<CacheRecord>,
+pub(crate) struct CacheConfig {
+    pub(crate) records: Vec<CacheRecord>,
 }
 
 /// One step's result: its key and its layer (`null` for a step that made none).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct CacheRecord {
-    key: Digest,
-    layer: Option<CacheLayer>,
+pub(crate) struct CacheRecord {
+    pub(crate) key: Digest,
+    pub(crate) layer: Option<CacheLayer>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct CacheLayer {
+pub(crate) struct CacheLayer {
     descriptor: Descriptor,
     diff_id: Digest,
     uncompressed_size: u64,
@@ -331,10 +370,19 @@ impl CacheLayer {
     }
 }
 
-/// A `--cache-from` directory.
+/// Where an imported cache's layer blobs are read from.
+pub(crate) enum SourceKind {
+    /// A `--cache-from type=local` directory.
+    Local(Root),
+    /// The repository of a `--cache-from type=registry` reference.
+    Registry(Repository),
+}
+
+/// A `--cache-from` source.
 struct ImportSource {
-    dir: PathBuf,
-    root: Root,
+    /// What warnings name it by (the directory or the reference).
+    name: String,
+    kind: SourceKind,
 }
 
 /// What an imported record says, and which source it came from.
@@ -363,60 +411,52 @@ pub struct ExportSummary {
 }
 
 impl BuildCache {
-    /// Reads the records of each `--cache-from` directory. A directory that holds no cache
-    /// (yet) or an unreadable one is reported through `warn` and skipped: the build runs without
-    /// it. Layer blobs are only read (and verified) when a step uses them.
-    pub fn open(cache_from: &[PathBuf], warn: &mut dyn FnMut(String)) -> BuildCache {
+    /// Reads the records of each `--cache-from` source: a directory's `index.json`, manifest
+    /// and config; a registry reference's manifest and config (a cache artifact) or image
+    /// config (an inline cache), fetched with `client`. A source that holds no cache (yet) or
+    /// an unreadable one is reported through `warn` and skipped: the build runs without it.
+    /// Layer blobs are only read (and verified) when a step uses them.
+    pub fn open(
+        store: &Store,
+        cache_from: &[CacheSource],
+        client: &dyn Fn() -> Result<std::sync::Arc<Client>, BuildError>,
+        warn: &mut dyn FnMut(String),
+    ) -> BuildCache {
         let mut cache = BuildCache {
             sources: Vec::new(),
             imported: BTreeMap::new(),
             used: Mutex::new(BTreeMap::new()),
         };
-        for dir in cache_from {
-            if std::fs::symlink_metadata(dir).is_err_and(|e| e.kind() == ErrorKind::NotFound) {
-                warn(format!(
-                    "--cache-from {}: no rbuild cache there (yet)",
-                    dir.display()
-                ));
-                continue;
-            }
-            let read = Root::open(dir)
-                .map_err(|source| BuildError::Fs {
-                    what: format!("opening {}", dir.display()),
-                    source,
-                })
-                .and_then(|root| {
-                    let _lock = lock_dir(dir, false)?;
-                    let found = read_cache_dir(&root)?;
-                    Ok((root, found))
-                });
-            let (root, found) = match read {
-                Ok((root, Some(found))) => (root, found),
-                Ok((_, None)) => {
-                    warn(format!(
-                        "--cache-from {}: no rbuild cache there (yet)",
-                        dir.display()
-                    ));
+        for from in cache_from {
+            let read = match from {
+                CacheSource::Local(dir) => open_local(dir),
+                CacheSource::Registry(reference) => client().and_then(|client| {
+                    crate::remote_cache::read_records(store, &client, reference)
+                }),
+            };
+            let (kind, records) = match read {
+                Ok(Some(found)) => found,
+                Ok(None) => {
+                    warn(format!("--cache-from {from}: no rbuild cache there (yet)"));
                     continue;
                 }
                 Err(e) => {
                     warn(format!(
-                        "--cache-from {}: ignored, the cache cannot be read: {e}",
-                        dir.display()
+                        "--cache-from {from}: ignored, the cache cannot be read: {e}"
                     ));
                     continue;
                 }
             };
             let source = cache.sources.len();
             cache.sources.push(ImportSource {
-                dir: dir.clone(),
-                root,
+                name: from.to_string(),
+                kind,
             });
-            for record in found.records {
+            for record in records {
                 if record.layer.as_ref().is_some_and(|l| !l.consistent()) {
                     continue;
                 }
-                // The first directory that has a key wins.
+                // The first source that has a key wins.
                 cache.imported.entry(record.key).or_insert(Imported {
                     source,
                     layer: record.layer,
@@ -465,7 +505,7 @@ impl BuildCache {
             Err(e) => {
                 warn(format!(
                     "--cache-from {}: a cached step result was refused, the step runs: {e}",
-                    source.dir.display()
+                    source.name
                 ));
                 Ok(None)
             }
@@ -489,33 +529,143 @@ impl BuildCache {
     }
 
     /// Writes the records of this build — of the stages in `target_chain` for
-    /// [`CacheMode::Min`], of every stage for [`CacheMode::Max`] — and their layer blobs into
-    /// `to.dest`, merged with what is already there (older records are kept, this build's
-    /// replace those with the same key). Blobs are written first, `index.json` last (atomically),
-    /// under an exclusive lock on the directory. An existing cache that cannot be read is
-    /// reported through `warn` and replaced.
+    /// [`CacheMode::Min`], of every stage for [`CacheMode::Max`] — and their layer blobs
+    /// (recompressed first if `to.compression` asks for it) where `to.target` says:
+    ///
+    /// - a directory: merged with what is already there (older records are kept, this build's
+    ///   replace those with the same key). Blobs are written first, `index.json` last
+    ///   (atomically), under an exclusive lock on the directory. An existing cache that cannot
+    ///   be read is reported through `warn` and replaced.
+    /// - a registry reference: the cache artifact is pushed there with `client`, replacing what
+    ///   the reference named.
+    /// - inline: nothing here (the build put [`BuildCache::inline_records`] into the image).
     pub fn export(
         &self,
         store: &Store,
         to: &CacheExport,
         target_chain: &BTreeSet<usize>,
+        client: &dyn Fn() -> Result<std::sync::Arc<Client>, BuildError>,
         warn: &dyn Fn(String),
     ) -> Result<ExportSummary, BuildError> {
-        let ours: Vec<CacheRecord> = {
-            let used = self
-                .used
-                .lock()
-                .map_err(|_| BuildError::Internal("the cache's step list is poisoned"))?;
-            used.iter()
-                .filter(|(_, (stage, _))| to.mode == CacheMode::Max || target_chain.contains(stage))
-                .map(|(key, (_, layer))| CacheRecord {
-                    key: key.clone(),
-                    layer: layer.clone(),
-                })
-                .collect()
-        };
-        export_records(store, &to.dest, ours, warn)
+        let mut ours = self.records(to.mode, target_chain)?;
+        if to.target == CacheTarget::Inline {
+            return Ok(ExportSummary {
+                exported: ours.len(),
+                total: ours.len(),
+            });
+        }
+        if let Some(compression) = to.compression {
+            recompress_records(store, &mut ours, compression)?;
+        }
+        match &to.target {
+            CacheTarget::Local(dest) => export_records(store, dest, ours, warn),
+            CacheTarget::Registry(reference) => {
+                crate::remote_cache::push_records(store, &*client()?, reference, ours)
+            }
+            CacheTarget::Inline => Err(BuildError::Internal("inline caches are not pushed")),
+        }
     }
+
+    /// The inline cache of the image (`--cache-to type=inline`): this build's records of
+    /// `mode` (the final image's stages for `min`), as a cache config.
+    pub fn inline_records(
+        &self,
+        target_chain: &BTreeSet<usize>,
+        mode: CacheMode,
+    ) -> Result<serde_json::Value, BuildError> {
+        let config = CacheConfig {
+            records: self.records(mode, target_chain)?,
+        };
+        serde_json::to_value(&config).map_err(|e| BuildError::Io {
+            what: "encoding the inline cache".into(),
+            source: std::io::Error::other(e),
+        })
+    }
+
+    /// This build's records of `mode`.
+    fn records(
+        &self,
+        mode: CacheMode,
+        target_chain: &BTreeSet<usize>,
+    ) -> Result<Vec<CacheRecord>, BuildError> {
+        let used = self
+            .used
+            .lock()
+            .map_err(|_| BuildError::Internal("the cache's step list is poisoned"))?;
+        Ok(used
+            .iter()
+            .filter(|(_, (stage, _))| mode == CacheMode::Max || target_chain.contains(stage))
+            .map(|(key, (_, layer))| CacheRecord {
+                key: key.clone(),
+                layer: layer.clone(),
+            })
+            .collect())
+    }
+}
+
+/// Replaces each record's layer blob that is not in `compression` by one that is: recompressed
+/// from the store's blob (streamed, its diff ID checked) into the store, once — the result is
+/// remembered in the store's key index for later exports.
+fn recompress_records(
+    store: &Store,
+    records: &mut [CacheRecord],
+    compression: Compression,
+) -> Result<(), BuildError> {
+    for layer in records.iter_mut().filter_map(|r| r.layer.as_mut()) {
+        let current = rbuild_image::manifest::layer_compression(&layer.descriptor.media_type);
+        if current == Some(compression) {
+            continue;
+        }
+        layer.descriptor = recompressed(store, layer, compression)?;
+    }
+    Ok(())
+}
+
+/// The blob of `layer` in `compression` (see [`recompress_records`]).
+fn recompressed(
+    store: &Store,
+    layer: &CacheLayer,
+    compression: Compression,
+) -> Result<Descriptor, BuildError> {
+    let mut h = KeyHasher::new("recompressed");
+    h.pair("blob", layer.descriptor.digest.as_str())
+        .pair("to", &format!("{compression:?}"));
+    let memo = h.finish();
+    if let Some(bytes) = store.cache_keys().get(&memo)? {
+        if let Ok(desc) = serde_json::from_slice::<Descriptor>(&bytes) {
+            if store.blobs().contains(&desc.digest) {
+                return Ok(desc);
+            }
+        }
+    }
+    let options = LayerOptions {
+        compression,
+        format: ManifestFormat::Oci,
+        ..LayerOptions::default()
+    };
+    let reader = store.blobs().open(&layer.descriptor.digest)?;
+    let info = rbuild_image::layer::recompress_to_store(
+        reader,
+        &layer.descriptor.media_type,
+        store.blobs(),
+        &options,
+    )?;
+    if info.diff_id != layer.diff_id {
+        return Err(invalid(
+            &format!("layer {}", layer.descriptor.digest),
+            format!(
+                "its content is {}, its record says {}",
+                info.diff_id, layer.diff_id
+            ),
+        ));
+    }
+    let desc = Descriptor::new(&info.media_type, info.digest, info.size);
+    let bytes = serde_json::to_vec(&desc).map_err(|e| BuildError::Io {
+        what: "encoding a recompressed layer's descriptor".into(),
+        source: std::io::Error::other(e),
+    })?;
+    store.cache_keys().put(&memo, &bytes)?;
+    Ok(desc)
 }
 
 /// The stages the final image is made of: `target` and the stages it is (transitively) `FROM`.
@@ -537,6 +687,20 @@ pub fn target_chain(stages: &[PlannedStage], target: usize) -> BTreeSet<usize> {
     chain
 }
 
+/// Reads a `--cache-from type=local` directory (under a shared lock): `None` when it holds no
+/// cache.
+fn open_local(dir: &Path) -> Result<Option<(SourceKind, Vec<CacheRecord>)>, BuildError> {
+    if std::fs::symlink_metadata(dir).is_err_and(|e| e.kind() == ErrorKind::NotFound) {
+        return Ok(None);
+    }
+    let root = Root::open(dir).map_err(|source| BuildError::Fs {
+        what: format!("opening {}", dir.display()),
+        source,
+    })?;
+    let _lock = lock_dir(dir, false)?;
+    Ok(read_cache_dir(&root)?.map(|found| (SourceKind::Local(root), found.records)))
+}
+
 /// Makes an imported record's layer usable in the store; `None` when it does not belong on
 /// `parent`.
 fn import_record(
@@ -552,7 +716,12 @@ fn import_record(
         return Ok(None);
     }
     let stage_layer = layer.stage_layer();
-    let fetch = |store: &Store| copy_blob_into_store(&source.root, &layer.descriptor, store);
+    let fetch = |store: &Store| match &source.kind {
+        SourceKind::Local(root) => copy_blob_into_store(root, &layer.descriptor, store),
+        SourceKind::Registry(repository) => {
+            Ok(repository.fetch_blob(store, &layer.descriptor, &|_| {})?)
+        }
+    };
     if !materialize(store, &stage_layer, parent, Some(&fetch))? {
         return Ok(None);
     }
@@ -805,46 +974,13 @@ fn export_records(
         }
         merged.insert(r.key, r.layer);
     }
-    // The manifest lists every layer blob the records name, once, sorted by digest.
-    let mut layers: BTreeMap<Digest, Descriptor> = BTreeMap::new();
-    for l in merged.values().flatten() {
-        let mut d = Descriptor::new(
-            &l.descriptor.media_type,
-            l.descriptor.digest.clone(),
-            l.descriptor.size,
-        );
-        d.annotations.clear();
-        layers.entry(d.digest.clone()).or_insert(d);
-    }
-    let mut layers: Vec<Descriptor> = layers.into_values().collect();
-    if layers.is_empty() {
-        let digest = write_bytes_blob(dest, &blob_dir, EMPTY_CONTENT)?;
-        layers.push(Descriptor::new(
-            EMPTY_MEDIA_TYPE,
-            digest,
-            EMPTY_CONTENT.len() as u64,
-        ));
-    }
     let total = merged.len();
-    let config = CacheConfig {
-        records: merged
-            .into_iter()
-            .map(|(key, layer)| CacheRecord { key, layer })
-            .collect(),
-    };
-    let config_bytes = json::to_go_json_indent(&config)?;
-    let config_digest = write_bytes_blob(dest, &blob_dir, &config_bytes)?;
-    let mut manifest = Manifest::new(
-        ManifestFormat::Oci,
-        Descriptor::new(
-            CACHE_CONFIG_MEDIA_TYPE,
-            config_digest.clone(),
-            config_bytes.len() as u64,
-        ),
-        layers,
-    );
-    manifest.artifact_type = CACHE_ARTIFACT_TYPE.to_string();
-    let manifest_bytes = manifest.to_json()?;
+    let artifact = CacheArtifact::new(merged)?;
+    if artifact.uses_empty {
+        write_bytes_blob(dest, &blob_dir, EMPTY_CONTENT)?;
+    }
+    let config_digest = write_bytes_blob(dest, &blob_dir, &artifact.config)?;
+    let manifest_bytes = artifact.manifest;
     let manifest_digest = write_bytes_blob(dest, &blob_dir, &manifest_bytes)?;
     sync_dir(&blob_dir)?;
     // index.json: whatever else was there, and our one manifest.
@@ -892,6 +1028,65 @@ fn export_records(
         }
     }
     Ok(ExportSummary { exported, total })
+}
+
+/// The cache artifact of some records: its config and manifest (see docs/cache-format.md).
+pub(crate) struct CacheArtifact {
+    /// The config blob (the records).
+    pub(crate) config: Vec<u8>,
+    /// The manifest.
+    pub(crate) manifest: Vec<u8>,
+    /// Whether the manifest lists the empty blob ([`EMPTY_CONTENT`]) as its one layer.
+    pub(crate) uses_empty: bool,
+}
+
+impl CacheArtifact {
+    pub(crate) fn new(
+        records: BTreeMap<Digest, Option<CacheLayer>>,
+    ) -> Result<CacheArtifact, BuildError> {
+        // The manifest lists every layer blob the records name, once, sorted by digest.
+        let mut layers: BTreeMap<Digest, Descriptor> = BTreeMap::new();
+        for l in records.values().flatten() {
+            let mut d = Descriptor::new(
+                &l.descriptor.media_type,
+                l.descriptor.digest.clone(),
+                l.descriptor.size,
+            );
+            d.annotations.clear();
+            layers.entry(d.digest.clone()).or_insert(d);
+        }
+        let mut layers: Vec<Descriptor> = layers.into_values().collect();
+        let uses_empty = layers.is_empty();
+        if uses_empty {
+            layers.push(Descriptor::new(
+                EMPTY_MEDIA_TYPE,
+                Digest::of_bytes(EMPTY_CONTENT),
+                EMPTY_CONTENT.len() as u64,
+            ));
+        }
+        let config = CacheConfig {
+            records: records
+                .into_iter()
+                .map(|(key, layer)| CacheRecord { key, layer })
+                .collect(),
+        };
+        let config = json::to_go_json_indent(&config)?;
+        let mut manifest = Manifest::new(
+            ManifestFormat::Oci,
+            Descriptor::new(
+                CACHE_CONFIG_MEDIA_TYPE,
+                Digest::of_bytes(&config),
+                config.len() as u64,
+            ),
+            layers,
+        );
+        manifest.artifact_type = CACHE_ARTIFACT_TYPE.to_string();
+        Ok(CacheArtifact {
+            manifest: manifest.to_json()?,
+            config,
+            uses_empty,
+        })
+    }
 }
 
 /// Copies a store blob into the cache directory unless an intact copy is there already
@@ -1051,9 +1246,18 @@ mod tests {
         std::fs::read_to_string(snap.path.join("f")).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    fn no_registry() -> Result<std::sync::Arc<Client>, BuildError> {
+        Err(BuildError::Internal("no registry in these tests"))
+    }
+
     fn open_cache(dirs: &[PathBuf]) -> (BuildCache, Vec<String>) {
         let mut warnings = Vec::new();
-        let cache = BuildCache::open(dirs, &mut |w| warnings.push(w));
+        static OPENED: AtomicU64 = AtomicU64::new(0);
+        let sources: Vec<CacheSource> = dirs.iter().cloned().map(CacheSource::Local).collect();
+        // Local sources do not use the store: a throwaway one.
+        let tmp = scratch(&format!("open-{}", OPENED.fetch_add(1, Ordering::Relaxed)));
+        let store = Store::open(&tmp.0.join("s")).unwrap_or_else(|e| panic!("{e}"));
+        let cache = BuildCache::open(&store, &sources, &no_registry, &mut |w| warnings.push(w));
         (cache, warnings)
     }
 
@@ -1093,11 +1297,12 @@ mod tests {
         exporting.note(0, &k3, Some(&l2), None);
         let dest = tmp.0.join("cache");
         let to = CacheExport {
-            dest: dest.clone(),
+            target: CacheTarget::Local(dest.clone()),
             mode: CacheMode::Max,
+            compression: None,
         };
         let summary = exporting
-            .export(&a, &to, &BTreeSet::new(), &|w| panic!("{w}"))
+            .export(&a, &to, &BTreeSet::new(), &no_registry, &|w| panic!("{w}"))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             summary,
@@ -1205,12 +1410,13 @@ mod tests {
         first.note(0, &k1, None, Some(&l1));
         first.note(1, &k2, None, Some(&l2));
         let min = CacheExport {
-            dest: dest.clone(),
+            target: CacheTarget::Local(dest.clone()),
             mode: CacheMode::Min,
+            compression: None,
         };
         let chain = BTreeSet::from([1]);
         let s = first
-            .export(&store, &min, &chain, &warn)
+            .export(&store, &min, &chain, &no_registry, &warn)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             s,
@@ -1232,11 +1438,12 @@ mod tests {
         second.note(0, &k1, None, Some(&l1));
         second.note(0, &k3, None, None);
         let max = CacheExport {
-            dest: dest.clone(),
+            target: CacheTarget::Local(dest.clone()),
             mode: CacheMode::Max,
+            compression: None,
         };
         let s = second
-            .export(&store, &max, &chain, &warn)
+            .export(&store, &max, &chain, &no_registry, &warn)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             s,
@@ -1277,13 +1484,14 @@ mod tests {
         let key = Digest::of_bytes(b"k");
         let dest = tmp.0.join("cache");
         let to = CacheExport {
-            dest: dest.clone(),
+            target: CacheTarget::Local(dest.clone()),
             mode: CacheMode::Max,
+            compression: None,
         };
         let exporting = open_cache(&[]).0;
         exporting.note(0, &key, None, Some(&l1));
         exporting
-            .export(&a, &to, &BTreeSet::new(), &|w| panic!("{w}"))
+            .export(&a, &to, &BTreeSet::new(), &no_registry, &|w| panic!("{w}"))
             .unwrap_or_else(|e| panic!("{e}"));
         let blob = dest.join("blobs/sha256").join(l1.descriptor.digest.hex());
         let mut bytes = std::fs::read(&blob).unwrap_or_else(|e| panic!("{e}"));
@@ -1313,7 +1521,7 @@ mod tests {
         );
         // Exporting the same record again replaces the damaged copy.
         exporting
-            .export(&a, &to, &BTreeSet::new(), &|w| panic!("{w}"))
+            .export(&a, &to, &BTreeSet::new(), &no_registry, &|w| panic!("{w}"))
             .unwrap_or_else(|e| panic!("{e}"));
         let (cache, _) = open_cache(std::slice::from_ref(&dest));
         assert_eq!(

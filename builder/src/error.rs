@@ -35,6 +35,9 @@ pub enum BuildError {
     /// An image could not be read or written.
     #[error(transparent)]
     Image(#[from] rbuild_image::ImageError),
+    /// A registry request failed (a registry cache's manifest, records or layer blob).
+    #[error(transparent)]
+    Registry(#[from] rbuild_registry::RegistryError),
     /// A layer the stage needs has no snapshot (the store was pruned under the build).
     #[error("layer snapshot {0} is missing from the store")]
     MissingSnapshot(rbuild_cache::Digest),

@@ -11,6 +11,7 @@ pub mod export;
 pub mod fileops;
 pub mod layers;
 pub mod overlay;
+pub mod remote_cache;
 pub mod run;
 
 pub use config::StageConfig;

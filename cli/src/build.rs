@@ -91,11 +91,14 @@ pub struct BuildArgs {
     /// SOURCE_DATE_EPOCH`, then the SOURCE_DATE_EPOCH environment variable).
     #[arg(long = "source-date-epoch", value_name = "SECONDS", value_parser = clap::value_parser!(i64).range(0..))]
     pub source_date_epoch: Option<i64>,
-    /// Export the build cache: `type=local,dest=DIR[,mode=min|max]` (an OCI layout; `min`, the
-    /// default, exports the final image's stages, `max` every step).
+    /// Export the build cache: `type=local,dest=DIR` (an OCI layout) or `type=registry,ref=REF`
+    /// (the same artifact pushed to REF), `[,mode=min|max][,compression=gzip|zstd|uncompressed]`
+    /// (`min`, the default, exports the final image's stages, `max` every step); or
+    /// `type=inline` (the records inside the image's config).
     #[arg(long = "cache-to", value_name = "SPEC")]
     pub cache_to: Option<String>,
-    /// Use a cache a `--cache-to` wrote: `type=local,src=DIR` (repeatable).
+    /// Use a cache a `--cache-to` wrote: `type=local,src=DIR`, `type=registry,ref=REF` or `REF`
+    /// (a registry cache, or an image with an inline cache); repeatable.
     #[arg(long = "cache-from", value_name = "SPEC")]
     pub cache_from: Vec<String>,
     /// Check every base image against its registry, even one the store has (only what is
@@ -342,13 +345,12 @@ pub fn parse_output(spec: &str) -> anyhow::Result<(Output, CompressionChoice)> {
     ))
 }
 
-/// The fields of a `--cache-to`/`--cache-from` spec, with its `type` checked: only `local`
-/// exists so far. A spec without `=` is an image reference, as for docker (registry cache).
-fn cache_spec_fields(flag: &str, spec: &str) -> anyhow::Result<BTreeMap<String, String>> {
-    let registry =
-        "is not supported yet: registry cache arrives with the registry issue (use type=local)";
+/// The kind of a `--cache-to`/`--cache-from` spec and its other fields. A spec without `=` is
+/// an image reference: a registry cache, as for docker (`type=registry,ref=SPEC`).
+fn cache_spec_fields(flag: &str, spec: &str) -> anyhow::Result<(String, BTreeMap<String, String>)> {
     if !spec.contains('=') {
-        bail!("{flag} {spec:?}: an image reference means a registry cache, which {registry}");
+        let fields = BTreeMap::from([("ref".to_string(), spec.trim().to_string())]);
+        return Ok(("registry".to_string(), fields));
     }
     let mut fields = BTreeMap::new();
     for part in spec.split(',') {
@@ -358,45 +360,99 @@ fn cache_spec_fields(flag: &str, spec: &str) -> anyhow::Result<BTreeMap<String, 
         fields.insert(k.trim().to_string(), v.trim().to_string());
     }
     match fields.remove("type").as_deref() {
-        Some("local") => Ok(fields),
-        Some(kind @ ("registry" | "inline")) => bail!("{flag} type={kind} {registry}"),
+        Some(kind @ ("local" | "registry" | "inline")) => Ok((kind.to_string(), fields)),
         Some(kind @ ("gha" | "s3" | "azblob")) => {
-            bail!("{flag} type={kind} is not supported: rbuild has type=local (registry cache arrives with the registry issue)")
+            bail!("{flag} type={kind} is not supported: rbuild has type=local, registry and inline")
         }
-        Some(other) => bail!("unknown {flag} type {other:?}: use type=local"),
-        None => bail!("{flag} {spec:?} needs type=local"),
+        Some(other) => bail!("unknown {flag} type {other:?}: use local, registry or inline"),
+        None => bail!("{flag} {spec:?} needs a type: type=local, registry or inline"),
     }
 }
 
-/// Parses `--cache-to type=local,dest=DIR[,mode=min|max]`.
+/// The `ref=` of a registry cache spec.
+fn cache_ref(flag: &str, spec: &str, value: Option<String>) -> anyhow::Result<Reference> {
+    let value = value.filter(|r| !r.is_empty()).with_context(|| {
+        format!("{flag} {spec:?} needs ref=IMAGE (e.g. registry.example.com/app:buildcache)")
+    })?;
+    Reference::parse(&value).with_context(|| format!("{flag}: invalid cache reference {value:?}"))
+}
+
+/// Parses `--cache-to type=local,dest=DIR|type=registry,ref=REF[,mode=min|max][,compression=gzip|zstd|uncompressed]`,
+/// `type=inline`, or a bare `REF` (a registry cache).
 pub fn parse_cache_to(spec: &str) -> anyhow::Result<rbuild_builder::cachekey::CacheExport> {
-    use rbuild_builder::cachekey::{CacheExport, CacheMode};
-    let mut fields = cache_spec_fields("--cache-to", spec)?;
-    let dest = fields.remove("dest").filter(|d| !d.is_empty());
+    use rbuild_builder::cachekey::{CacheExport, CacheMode, CacheTarget};
+    let (kind, mut fields) = cache_spec_fields("--cache-to", spec)?;
     let mode = match fields.remove("mode").as_deref() {
         None | Some("min") => CacheMode::Min,
+        Some("max") if kind == "inline" => {
+            bail!("--cache-to type=inline supports mode=min only (the image holds only its own layers)")
+        }
         Some("max") => CacheMode::Max,
         Some(other) => bail!("invalid --cache-to mode {other:?}: use min or max"),
     };
-    if let Some(k) = fields.keys().next() {
-        bail!("unknown --cache-to option {k:?} for type=local: use dest and mode");
+    let compression = match fields.remove("compression").as_deref() {
+        None => None,
+        Some(_) if kind == "inline" => {
+            bail!("--cache-to type=inline takes no compression: its layers are the image's (use -o compression=…)")
+        }
+        Some("gzip") => Some(Compression::Gzip),
+        Some("zstd") => Some(Compression::Zstd),
+        Some("uncompressed") => Some(Compression::None),
+        Some(other) => {
+            bail!("invalid --cache-to compression {other:?}: use gzip, zstd or uncompressed")
+        }
+    };
+    if kind == "registry" {
+        // What BuildKit's registry cache options ask for is what rbuild always writes.
+        for (k, always) in [("oci-mediatypes", "true"), ("image-manifest", "true")] {
+            if let Some(v) = fields.remove(k).filter(|v| v != always) {
+                bail!("--cache-to {k}={v} is not supported: rbuild's registry cache is an OCI image manifest");
+            }
+        }
     }
-    let dest = dest.with_context(|| format!("--cache-to {spec:?} needs dest=DIR"))?;
+    let target = match kind.as_str() {
+        "local" => {
+            let dest = fields.remove("dest").filter(|d| !d.is_empty());
+            let dest = dest.with_context(|| format!("--cache-to {spec:?} needs dest=DIR"))?;
+            CacheTarget::Local(PathBuf::from(dest))
+        }
+        "registry" => CacheTarget::Registry(cache_ref("--cache-to", spec, fields.remove("ref"))?),
+        _ => CacheTarget::Inline,
+    };
+    if let Some(k) = fields.keys().next() {
+        let known = match kind.as_str() {
+            "local" => "dest, mode and compression",
+            "registry" => "ref, mode and compression",
+            _ => "no other option",
+        };
+        bail!("unknown --cache-to option {k:?} for type={kind}: it takes {known}");
+    }
     Ok(CacheExport {
-        dest: PathBuf::from(dest),
+        target,
         mode,
+        compression,
     })
 }
 
-/// Parses `--cache-from type=local,src=DIR`.
-pub fn parse_cache_from(spec: &str) -> anyhow::Result<PathBuf> {
-    let mut fields = cache_spec_fields("--cache-from", spec)?;
-    let src = fields.remove("src").filter(|d| !d.is_empty());
+/// Parses `--cache-from type=local,src=DIR`, `type=registry,ref=REF` or a bare `REF` (a
+/// registry cache, or an image with an inline cache).
+pub fn parse_cache_from(spec: &str) -> anyhow::Result<rbuild_builder::cachekey::CacheSource> {
+    use rbuild_builder::cachekey::CacheSource;
+    let (kind, mut fields) = cache_spec_fields("--cache-from", spec)?;
+    let source = match kind.as_str() {
+        "local" => {
+            let src = fields.remove("src").filter(|d| !d.is_empty());
+            let src = src.with_context(|| format!("--cache-from {spec:?} needs src=DIR"))?;
+            CacheSource::Local(PathBuf::from(src))
+        }
+        "registry" => CacheSource::Registry(cache_ref("--cache-from", spec, fields.remove("ref"))?),
+        _ => bail!("--cache-from type=inline: give the image instead (type=registry,ref=IMAGE or IMAGE): its inline cache is read from its config"),
+    };
     if let Some(k) = fields.keys().next() {
-        bail!("unknown --cache-from option {k:?} for type=local: use src");
+        let known = if kind == "local" { "src" } else { "ref" };
+        bail!("unknown --cache-from option {k:?} for type={kind}: use {known}");
     }
-    let src = src.with_context(|| format!("--cache-from {spec:?} needs src=DIR"))?;
-    Ok(PathBuf::from(src))
+    Ok(source)
 }
 
 /// The build arg (and environment variable) that sets the reproducible-build timestamp.
@@ -564,7 +620,7 @@ pub fn run(store_root: &Path, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     let registry_client = std::sync::Arc::new(crate::build_registry::LazyClient::new(
         args.registry.clone(),
     ));
-    let req = BuildRequest {
+    let mut req = BuildRequest {
         context_dir: context_dir.clone(),
         dockerfile: dockerfile.clone(),
         dockerfile_path,
@@ -588,11 +644,24 @@ pub fn run(store_root: &Path, args: &BuildArgs) -> anyhow::Result<ExitCode> {
             .map(|s| parse_cache_from(s))
             .collect::<anyhow::Result<_>>()?,
         cache_to: args.cache_to.as_deref().map(parse_cache_to).transpose()?,
+        cache_registry: None,
         image_source: Some(std::sync::Arc::new(
             crate::build_registry::RegistrySource::new(registry_client.clone()),
         )),
         pull: args.pull,
     };
+    // Registry caches use the build's registry client (made now only if there is one).
+    let registry_cache = req
+        .cache_from
+        .iter()
+        .any(|c| matches!(c, rbuild_builder::cachekey::CacheSource::Registry(_)))
+        || req.cache_to.as_ref().is_some_and(|c| {
+            matches!(c.target, rbuild_builder::cachekey::CacheTarget::Registry(_))
+        });
+    if registry_cache {
+        let client = registry_client.get().map_err(anyhow::Error::msg)?;
+        req.cache_registry = Some(rbuild_builder::remote_cache::SharedClient(client));
+    }
     let store = Store::open(store_root)
         .with_context(|| format!("opening the image store {}", store_root.display()))?;
     // What a killed rbuild left in the store's tmp/ goes, when no other rbuild uses the store.
@@ -877,66 +946,101 @@ mod tests {
 
     #[test]
     fn cache_specs() {
-        use rbuild_builder::cachekey::{CacheExport, CacheMode};
+        use rbuild_builder::cachekey::{CacheExport, CacheMode, CacheSource, CacheTarget};
         let to = |s: &str| parse_cache_to(s).map_err(|e| e.to_string());
+        let reference = |r: &str| Reference::parse(r).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             to("type=local,dest=/c"),
             Ok(CacheExport {
-                dest: "/c".into(),
-                mode: CacheMode::Min
+                target: CacheTarget::Local("/c".into()),
+                mode: CacheMode::Min,
+                compression: None,
             })
         );
         assert_eq!(
-            to("type=local,dest=c,mode=max"),
+            to("type=local,dest=c,mode=max,compression=zstd"),
             Ok(CacheExport {
-                dest: "c".into(),
-                mode: CacheMode::Max
+                target: CacheTarget::Local("c".into()),
+                mode: CacheMode::Max,
+                compression: Some(Compression::Zstd),
+            })
+        );
+        assert_eq!(
+            to("type=registry,ref=127.0.0.1:5000/app:cache,mode=max,oci-mediatypes=true"),
+            Ok(CacheExport {
+                target: CacheTarget::Registry(reference("127.0.0.1:5000/app:cache")),
+                mode: CacheMode::Max,
+                compression: None,
+            })
+        );
+        assert_eq!(
+            to("example.com/app:cache"),
+            Ok(CacheExport {
+                target: CacheTarget::Registry(reference("example.com/app:cache")),
+                mode: CacheMode::Min,
+                compression: None,
+            })
+        );
+        assert_eq!(
+            to("type=inline"),
+            Ok(CacheExport {
+                target: CacheTarget::Inline,
+                mode: CacheMode::Min,
+                compression: None,
             })
         );
         assert_eq!(
             parse_cache_from("type=local,src=/c").map_err(|e| e.to_string()),
-            Ok(PathBuf::from("/c"))
+            Ok(CacheSource::Local("/c".into()))
+        );
+        assert_eq!(
+            parse_cache_from("type=registry,ref=r.example/app:c").map_err(|e| e.to_string()),
+            Ok(CacheSource::Registry(reference("r.example/app:c")))
+        );
+        assert_eq!(
+            parse_cache_from("r.example/app:1").map_err(|e| e.to_string()),
+            Ok(CacheSource::Registry(reference("r.example/app:1")))
         );
         for (bad, says) in [
+            ("type=registry", "needs ref=IMAGE"),
             (
-                "type=registry,ref=r/cache",
-                "registry cache arrives with the registry issue",
+                "type=registry,ref=r/c,dest=x",
+                "unknown --cache-to option \"dest\"",
             ),
             (
-                "type=inline",
-                "registry cache arrives with the registry issue",
+                "type=registry,ref=r/c,compression=lz4",
+                "use gzip, zstd or uncompressed",
             ),
             (
-                "example.com/app:cache",
-                "registry cache arrives with the registry issue",
+                "type=registry,ref=r/c,image-manifest=false",
+                "not supported",
             ),
+            ("type=inline,mode=max", "mode=min only"),
+            ("type=inline,compression=zstd", "takes no compression"),
+            ("type=inline,ref=x", "unknown --cache-to option"),
             ("type=gha", "not supported"),
             ("type=bogus,dest=x", "unknown --cache-to type"),
             ("type=local", "needs dest=DIR"),
             ("type=local,dest=", "needs dest=DIR"),
             ("type=local,dest=x,mode=all", "use min or max"),
             ("type=local,dest=x,frob=1", "unknown --cache-to option"),
-            ("type=local,src=x", "unknown --cache-to option \"src\""),
-            ("dest=x", "needs type=local"),
+            ("type=local,src=x", "needs dest=DIR"),
+            ("dest=x", "needs a type"),
         ] {
             let err = to(bad).err().unwrap_or_default();
             assert!(err.contains(says), "{bad}: {err:?}");
         }
         for (bad, says) in [
             ("type=local", "needs src=DIR"),
-            ("type=local,dest=x", "unknown --cache-from option \"dest\""),
-            (
-                "type=registry,ref=x",
-                "registry cache arrives with the registry issue",
-            ),
-            (
-                "cache-image",
-                "registry cache arrives with the registry issue",
-            ),
+            ("type=local,dest=x", "needs src=DIR"),
+            ("type=local,src=x,ref=y", "unknown --cache-from option \"ref\""),
+            ("type=registry,src=x", "needs ref=IMAGE"),
+            ("type=inline", "give the image instead"),
+            ("bad//ref", "invalid cache reference"),
         ] {
             let err = parse_cache_from(bad)
                 .err()
-                .map(|e| e.to_string())
+                .map(|e| format!("{e:#}"))
                 .unwrap_or_default();
             assert!(err.contains(says), "{bad}: {err:?}");
         }

@@ -74,6 +74,11 @@ pub struct ImageConfig {
         deserialize_with = "null_default"
     )]
     pub os_version: String,
+    /// rbuild's inline build cache (`--cache-to type=inline`): the records of the steps that
+    /// made the image, whose layers are the image's own (docs/cache-format.md). Not an OCI
+    /// field; other tools ignore it.
+    #[serde(rename = "rbuild.cache.v1", skip_serializing_if = "Option::is_none")]
+    pub rbuild_cache: Option<serde_json::Value>,
     /// The layers' diff IDs. REQUIRED.
     #[serde(deserialize_with = "null_default")]
     pub rootfs: RootFs,
