@@ -841,11 +841,8 @@ impl StageRun<'_> {
                     let Some(op) = step_copy_op(step, sc.workdir(), &source, None)? else {
                         return Ok(Some(inputs));
                     };
-                    let sum = rbuild_executor::checksum::checksum(
-                        &op,
-                        self.context,
-                        &self.digests,
-                    )?;
+                    let sum =
+                        rbuild_executor::checksum::checksum(&op, self.context, &self.digests)?;
                     if !sum.remote_urls.is_empty() && op.checksum.is_none() {
                         // A URL's content is only known by downloading it.
                         return Ok(None);

@@ -1033,7 +1033,10 @@ mod tests {
         for (bad, says) in [
             ("type=local", "needs src=DIR"),
             ("type=local,dest=x", "needs src=DIR"),
-            ("type=local,src=x,ref=y", "unknown --cache-from option \"ref\""),
+            (
+                "type=local,src=x,ref=y",
+                "unknown --cache-from option \"ref\"",
+            ),
             ("type=registry,src=x", "needs ref=IMAGE"),
             ("type=inline", "give the image instead"),
             ("bad//ref", "invalid cache reference"),

@@ -168,7 +168,11 @@ fn an_unchanged_rebuild_gives_the_same_image_and_writes_nothing() {
     let second = build("second.iid");
     assert_eq!(first, second, "an unchanged rebuild gave another image");
     assert_eq!(inspect(), inspected);
-    assert_eq!(snapshot(), before, "an unchanged rebuild wrote to the store");
+    assert_eq!(
+        snapshot(),
+        before,
+        "an unchanged rebuild wrote to the store"
+    );
 
     // A change makes a new image whose unchanged steps keep their times.
     std::fs::write(Path::new(&ctx).join("a.txt"), "b\n").unwrap_or_else(|e| panic!("{e}"));
