@@ -13,9 +13,10 @@
 //! then the sha256 of everything before it. A file that is missing, truncated, too big, of
 //! another version or whose checksum does not match is ignored: the index starts empty and the
 //! next [`FileIndex::save`] replaces it. Saving writes a temporary file in the store's `tmp/`
-//! and renames it into place (fsync of file and directory), so a reader sees the old or the new
-//! index, never a mix; a crash leaves a stale temporary that `remove_stale_temporaries`
-//! deletes.
+//! and renames it into place, so a reader sees the old or the new index, never a mix; it is not
+//! synced (a crash can at worst leave a torn file, which its checksum rejects); a crash leaves a
+//! stale temporary that `remove_stale_temporaries` deletes. [`FileIndex::load`] reads the file
+//! on a thread of its own, while the build walks its context: the first lookup waits for it.
 //!
 //! The index stays bounded by the context: [`FileIndex::save`] keeps only the entries looked up
 //! or stored since it was loaded. Keys carry the ctime, which every change of content, mode,
@@ -25,12 +26,14 @@
 //! it.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::fs::{self, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::thread::JoinHandle;
 
 use sha2::{Digest as _, Sha256};
 
@@ -105,7 +108,47 @@ const MAX_ENTRIES: u64 = 8 << 20;
 /// lock.
 const SHARDS: usize = 16;
 
-type Map = HashMap<FileKey, [u8; 32]>;
+type Map = HashMap<FileKey, [u8; 32], KeyHash>;
+/// The entries of an index file.
+type LoadedMap = HashMap<FileKey, Loaded, KeyHash>;
+
+/// Hashes [`FileKey`]s (integers the local filesystem hands out, not attacker-chosen strings)
+/// with one multiply per word instead of SipHash: index maps of 100,000s of keys are built and
+/// probed on every build.
+type KeyHash = BuildHasherDefault<KeyHasher>;
+
+/// See [`KeyHash`] (the multiply-rotate step of rustc's `FxHasher`).
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl KeyHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_i128(&mut self, n: i128) {
+        self.add(n as u64);
+        self.add((n >> 64) as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// An entry read from the index file, and whether this run looked it up.
 #[derive(Debug)]
@@ -123,8 +166,11 @@ struct Loaded {
 pub struct FileIndex {
     path: PathBuf,
     tmp_dir: PathBuf,
-    /// What the file held when loaded (looking an entry up marks it seen, without a lock).
-    loaded: HashMap<FileKey, Loaded>,
+    /// What the file held when loaded (looking an entry up marks it seen, without a lock); set
+    /// from `loader` on first use.
+    loaded: OnceLock<LoadedMap>,
+    /// The thread reading the file.
+    loader: Mutex<Option<JoinHandle<Option<LoadedMap>>>>,
     /// Digests stored in this run.
     added: Vec<Mutex<Map>>,
     /// Some stored digest replaces a loaded one: lookups must check `added` first.
@@ -140,12 +186,24 @@ impl FileIndex {
         let canonical = fs::canonicalize(scope).unwrap_or_else(|_| scope.to_path_buf());
         let name = hex(&Sha256::digest(canonical.as_os_str().as_encoded_bytes()));
         let path = layout.join(INDEX_DIR).join(name);
-        let loaded = read_index(&path).unwrap_or_default();
+        let loaded = OnceLock::new();
+        let reading = path.clone();
+        let loader = match std::thread::Builder::new()
+            .name("file-index".into())
+            .spawn(move || read_index(&reading))
+        {
+            Ok(handle) => Some(handle),
+            Err(_) => {
+                let _ = loaded.set(read_index(&path).unwrap_or_default());
+                None
+            }
+        };
         FileIndex {
             path,
             tmp_dir: layout.join("tmp"),
             loaded,
-            added: (0..SHARDS).map(|_| Mutex::new(Map::new())).collect(),
+            loader: Mutex::new(loader),
+            added: (0..SHARDS).map(|_| Mutex::new(Map::default())).collect(),
             replaced: AtomicBool::new(false),
         }
     }
@@ -157,7 +215,7 @@ impl FileIndex {
 
     /// How many entries the index held when it was loaded.
     pub fn loaded_len(&self) -> usize {
-        self.loaded.len()
+        self.loaded().len()
     }
 
     /// How many entries [`FileIndex::save`] would write: those looked up or stored so far.
@@ -209,7 +267,7 @@ impl FileIndex {
     fn changed(&self) -> bool {
         self.added.iter().any(|shard| !lock(shard).is_empty())
             || self
-                .loaded
+                .loaded()
                 .values()
                 .any(|l| !l.seen.load(Ordering::Relaxed))
     }
@@ -222,7 +280,7 @@ impl FileIndex {
             entries.extend(lock(shard).iter().map(|(k, d)| (*k, *d)));
         }
         entries.extend(
-            self.loaded
+            self.loaded()
                 .iter()
                 .filter(|(_, l)| l.seen.load(Ordering::Relaxed))
                 .map(|(k, l)| (*k, l.digest)),
@@ -231,6 +289,21 @@ impl FileIndex {
         entries.sort_by_key(|a| a.0);
         entries.dedup_by_key(|a| a.0);
         entries
+    }
+
+    /// The entries of the file, once the loader thread is done (an index that could not be
+    /// read, or whose thread failed, is empty).
+    fn loaded(&self) -> &LoadedMap {
+        self.loaded.get_or_init(|| {
+            let handle = self
+                .loader
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            handle
+                .and_then(|h| h.join().ok().flatten())
+                .unwrap_or_default()
+        })
     }
 
     fn shard(&self, key: &FileKey) -> &Mutex<Map> {
@@ -246,7 +319,7 @@ impl FileDigests for FileIndex {
                 return Some(*digest);
             }
         }
-        if let Some(loaded) = self.loaded.get(key) {
+        if let Some(loaded) = self.loaded().get(key) {
             loaded.seen.store(true, Ordering::Relaxed);
             return Some(loaded.digest);
         }
@@ -255,7 +328,7 @@ impl FileDigests for FileIndex {
 
     fn put(&self, key: FileKey, digest: [u8; 32]) {
         let mut shard = lock(self.shard(&key));
-        if self.loaded.contains_key(&key) {
+        if self.loaded().contains_key(&key) {
             self.replaced.store(true, Ordering::Release);
         }
         shard.insert(key, digest);
@@ -271,7 +344,7 @@ fn lock(shard: &Mutex<Map>) -> MutexGuard<'_, Map> {
 }
 
 /// The entries of the index file at `path`, or `None` if it is missing or not a valid index.
-fn read_index(path: &Path) -> Option<HashMap<FileKey, Loaded>> {
+fn read_index(path: &Path) -> Option<LoadedMap> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW)
@@ -298,7 +371,7 @@ fn read_index(path: &Path) -> Option<HashMap<FileKey, Loaded>> {
     if md.len() != expected_len {
         return None;
     }
-    let mut map = HashMap::with_capacity(usize::try_from(count).ok()?);
+    let mut map = LoadedMap::with_capacity_and_hasher(usize::try_from(count).ok()?, KeyHash::default());
     let mut record = [0u8; RECORD_LEN];
     for _ in 0..count {
         input.read_exact(&mut record).ok()?;

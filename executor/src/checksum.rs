@@ -404,12 +404,29 @@ fn list_item(sel: &Selection<'_>, item: &Item) -> Result<Option<Listed>, ExecErr
 /// their single-component names, never following a final symlink: one system call per entry,
 /// where a path from the root costs three, and nothing outside the directory is reachable.
 fn walk(sel: &Selection<'_>, dir: &Pos) -> Result<Vec<Entry>, ExecError> {
+    let chunks = walk_chunks(sel, dir)?;
+    let mut out = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
+    for chunk in chunks {
+        out.extend(chunk);
+    }
+    Ok(out)
+}
+
+/// [`walk`]'s entries as runs, in order. Runs are joined only once, at the top: joining the
+/// vectors of a subtree into its parent's at every level (and at every merge of the parallel
+/// fold) would copy each entry once per level.
+fn walk_chunks(sel: &Selection<'_>, dir: &Pos) -> Result<Vec<Vec<Entry>>, ExecError> {
     let (fd, names) = open_dir(sel, &dir.src)?;
-    // Each chunk of names (in order) becomes one vector, and adjacent chunks are joined in
-    // order: the result is in `names`' order without a vector per entry.
+    // Entries are appended to the last run; a subdirectory's runs are moved in whole.
+    fn push(out: &mut Vec<Vec<Entry>>, e: Entry) {
+        match out.last_mut() {
+            Some(run) => run.push(e),
+            None => out.push(vec![e]),
+        }
+    }
     names
         .par_iter()
-        .try_fold(Vec::new, |mut out, name| -> Result<Vec<Entry>, ExecError> {
+        .try_fold(Vec::new, |mut out, name| -> Result<Vec<Vec<Entry>>, ExecError> {
             let shown = sel.child_with(dir, name, |src| stat_at(&fd, name, src), Meta::is_dir)?;
             let Child::Shown(child, meta) = shown else {
                 return Ok(out);
@@ -418,8 +435,8 @@ fn walk(sel: &Selection<'_>, dir: &Pos) -> Result<Vec<Entry>, ExecError> {
                 // `copy` skips sockets (a layer cannot hold them).
                 FileType::Socket => {}
                 FileType::Directory => {
-                    let below = walk(sel, &child)?;
-                    out.push(entry(child.src, meta));
+                    let below = walk_chunks(sel, &child)?;
+                    push(&mut out, entry(child.src, meta));
                     out.extend(below);
                 }
                 FileType::Symlink => {
@@ -427,13 +444,16 @@ fn walk(sel: &Selection<'_>, dir: &Pos) -> Result<Vec<Entry>, ExecError> {
                         .map_err(|e| {
                             ExecError::io("readlink", Side::Source, child.src.display(), e.into())
                         })?;
-                    out.push(Entry {
-                        src: child.src,
-                        meta,
-                        detail: Detail::Target(target.into_bytes()),
-                    });
+                    push(
+                        &mut out,
+                        Entry {
+                            src: child.src,
+                            meta,
+                            detail: Detail::Target(target.into_bytes()),
+                        },
+                    );
                 }
-                _ => out.push(entry(child.src, meta)),
+                _ => push(&mut out, entry(child.src, meta)),
             }
             Ok(out)
         })
