@@ -426,37 +426,46 @@ fn walk_chunks(sel: &Selection<'_>, dir: &Pos) -> Result<Vec<Vec<Entry>>, ExecEr
     }
     names
         .par_iter()
-        .try_fold(Vec::new, |mut out, name| -> Result<Vec<Vec<Entry>>, ExecError> {
-            let shown = sel.child_with(dir, name, |src| stat_at(&fd, name, src), Meta::is_dir)?;
-            let Child::Shown(child, meta) = shown else {
-                return Ok(out);
-            };
-            match meta.file_type() {
-                // `copy` skips sockets (a layer cannot hold them).
-                FileType::Socket => {}
-                FileType::Directory => {
-                    let below = walk_chunks(sel, &child)?;
-                    push(&mut out, entry(child.src, meta));
-                    out.extend(below);
+        .try_fold(
+            Vec::new,
+            |mut out, name| -> Result<Vec<Vec<Entry>>, ExecError> {
+                let shown =
+                    sel.child_with(dir, name, |src| stat_at(&fd, name, src), Meta::is_dir)?;
+                let Child::Shown(child, meta) = shown else {
+                    return Ok(out);
+                };
+                match meta.file_type() {
+                    // `copy` skips sockets (a layer cannot hold them).
+                    FileType::Socket => {}
+                    FileType::Directory => {
+                        let below = walk_chunks(sel, &child)?;
+                        push(&mut out, entry(child.src, meta));
+                        out.extend(below);
+                    }
+                    FileType::Symlink => {
+                        let target = rustix::fs::readlinkat(&fd, name.as_os_str(), Vec::new())
+                            .map_err(|e| {
+                                ExecError::io(
+                                    "readlink",
+                                    Side::Source,
+                                    child.src.display(),
+                                    e.into(),
+                                )
+                            })?;
+                        push(
+                            &mut out,
+                            Entry {
+                                src: child.src,
+                                meta,
+                                detail: Detail::Target(target.into_bytes()),
+                            },
+                        );
+                    }
+                    _ => push(&mut out, entry(child.src, meta)),
                 }
-                FileType::Symlink => {
-                    let target = rustix::fs::readlinkat(&fd, name.as_os_str(), Vec::new())
-                        .map_err(|e| {
-                            ExecError::io("readlink", Side::Source, child.src.display(), e.into())
-                        })?;
-                    push(
-                        &mut out,
-                        Entry {
-                            src: child.src,
-                            meta,
-                            detail: Detail::Target(target.into_bytes()),
-                        },
-                    );
-                }
-                _ => push(&mut out, entry(child.src, meta)),
-            }
-            Ok(out)
-        })
+                Ok(out)
+            },
+        )
         .try_reduce(Vec::new, |mut a, b| {
             if a.is_empty() {
                 return Ok(b);
