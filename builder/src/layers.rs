@@ -3,14 +3,12 @@
 //! dir. Base images' layers are unpacked on first use (whiteouts as overlay whiteouts); a build
 //! step's overlay upper dir becomes a layer blob and, renamed, that layer's snapshot.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use rbuild_cache::{Digest, Store};
+use rbuild_cache::{Digest, DigestReader, Store};
 use rbuild_fsutil::{extract_tar, ExtractOptions, Root, WhiteoutMode};
 use rbuild_image::manifest::Descriptor;
 use rbuild_image::{layer_to_store, open_layer, LayerInfo, LayerOptions};
-use sha2::{Digest as _, Sha256};
 
 use crate::error::BuildError;
 
@@ -114,10 +112,7 @@ pub(crate) fn unpack(
 ) -> Result<(), BuildError> {
     let blob = store.blobs().open(&desc.digest)?;
     let tar = open_layer(blob, &desc.media_type, Some(MAX_LAYER_UNPACKED_BYTES))?;
-    let mut hashing = HashingReader {
-        inner: tar,
-        hasher: Sha256::new(),
-    };
+    let mut hashing = DigestReader::new(tar);
     let root = Root::open(dir).map_err(|source| BuildError::Fs {
         what: format!("opening {}", dir.display()),
         source,
@@ -137,7 +132,7 @@ pub(crate) fn unpack(
         what: format!("reading layer {}", desc.digest),
         source: e,
     })?;
-    let actual = Digest::parse(&format!("sha256:{:x}", hashing.hasher.finalize()))?;
+    let (_, actual, _) = hashing.finish();
     if &actual != diff_id {
         return Err(BuildError::Image(rbuild_image::ImageError::InvalidImage(
             format!(
@@ -147,20 +142,6 @@ pub(crate) fn unpack(
         )));
     }
     Ok(())
-}
-
-/// Hashes what is read through it.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
 }
 
 /// Turns a step's overlay upper dir into a layer blob and moves it into the snapshot store as

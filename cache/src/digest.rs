@@ -53,6 +53,20 @@ impl Digest {
         Digest { text }
     }
 
+    /// The 32 bytes of the sha256 value (the inverse of [`Digest::from_sha256`]).
+    pub fn sha256_bytes(&self) -> [u8; 32] {
+        let mut bytes = [0u8; 32];
+        // The constructors guarantee 64 lowercase hex digits.
+        for (byte, pair) in bytes.iter_mut().zip(self.hex().as_bytes().chunks(2)) {
+            let digit = |c: u8| match c {
+                b'0'..=b'9' => c - b'0',
+                _ => c.wrapping_sub(b'a').wrapping_add(10) & 0x0f,
+            };
+            *byte = pair.iter().fold(0, |acc, &c| (acc << 4) | digit(c));
+        }
+        bytes
+    }
+
     /// The digest of `bytes`.
     pub fn of_bytes(bytes: &[u8]) -> Digest {
         Digest::from_hasher(Sha256::new_with_prefix(bytes))
@@ -172,6 +186,53 @@ impl<W: Write> fmt::Debug for DigestWriter<W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DigestWriter")
             .field("written", &self.written)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A `Read` adapter that counts the bytes read through it and computes their sha256: the
+/// reading twin of [`DigestWriter`], for content whose digest is learnt rather than checked
+/// (for a check, see [`VerifiedReader`]).
+pub struct DigestReader<R> {
+    inner: R,
+    hasher: Sha256,
+    read: u64,
+}
+
+impl<R: Read> DigestReader<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R) -> Self {
+        DigestReader {
+            inner,
+            hasher: Sha256::new(),
+            read: 0,
+        }
+    }
+
+    /// Returns the inner reader, the digest of what was read and the byte count.
+    pub fn finish(self) -> (R, Digest, u64) {
+        (self.inner, Digest::from_hasher(self.hasher), self.read)
+    }
+}
+
+impl<R: Read> Read for DigestReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let Some(got) = buf.get(..n) else {
+            return Err(io::Error::other(
+                "inner reader reported more bytes than it was given room for",
+            ));
+        };
+        self.hasher.update(got);
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R> fmt::Debug for DigestReader<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DigestReader")
+            .field("read", &self.read)
             .finish_non_exhaustive()
     }
 }
@@ -303,6 +364,21 @@ mod tests {
     use super::*;
 
     const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn digest_reader_hashes_what_it_reads_and_bytes_round_trip() {
+        let content = b"some layer bytes".repeat(1000);
+        let mut reader = DigestReader::new(&content[..]);
+        let mut out = Vec::new();
+        io::copy(&mut reader, &mut out).unwrap();
+        let (_, digest, n) = reader.finish();
+        assert_eq!(out, content);
+        assert_eq!(n, content.len() as u64);
+        assert_eq!(digest, Digest::of_bytes(&content));
+        let raw: [u8; 32] = Sha256::digest(&content).into();
+        assert_eq!(digest.sha256_bytes(), raw);
+        assert_eq!(Digest::from_sha256(raw), digest);
+    }
 
     #[test]
     fn parse_table() {

@@ -26,8 +26,8 @@
 //! it.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::fs::{self, OpenOptions};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -35,8 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 
-use sha2::{Digest as _, Sha256};
-
+use crate::digest::{Digest, DigestReader, DigestWriter};
 use crate::error::{IoResultExt, StoreError};
 use crate::fsx::{self, TempEntry};
 use crate::store::{Store, LAYOUT_DIR};
@@ -184,7 +183,9 @@ impl FileIndex {
     pub fn load(store: &Store, scope: &Path) -> FileIndex {
         let layout = store.root().join(LAYOUT_DIR);
         let canonical = fs::canonicalize(scope).unwrap_or_else(|_| scope.to_path_buf());
-        let name = hex(&Sha256::digest(canonical.as_os_str().as_encoded_bytes()));
+        let name = Digest::of_bytes(canonical.as_os_str().as_encoded_bytes())
+            .hex()
+            .to_owned();
         let path = layout.join(INDEX_DIR).join(name);
         let loaded = OnceLock::new();
         let reading = path.clone();
@@ -242,18 +243,15 @@ impl FileIndex {
         fsx::ensure_private_dir(dir)?;
         let (file, temp_path) = fsx::create_temp_file(&self.tmp_dir, "file-index-", 0o600)?;
         let temp = TempEntry::new(temp_path);
-        let mut out = HashingWriter {
-            inner: BufWriter::with_capacity(256 * 1024, file),
-            hasher: Sha256::new(),
-        };
+        let mut out = DigestWriter::new(BufWriter::with_capacity(256 * 1024, file));
         let count = entries.len() as u64;
         out.write_all(MAGIC).at(temp.path())?;
         out.write_all(&count.to_le_bytes()).at(temp.path())?;
         for (key, digest) in &entries {
             out.write_all(&encode(key, digest)).at(temp.path())?;
         }
-        let HashingWriter { mut inner, hasher } = out;
-        inner.write_all(&hasher.finalize()).at(temp.path())?;
+        let (mut inner, checksum, _) = out.finish();
+        inner.write_all(&checksum.sha256_bytes()).at(temp.path())?;
         let file = inner
             .into_inner()
             .map_err(|e| StoreError::io(temp.path(), e.into_error()))?;
@@ -354,10 +352,7 @@ fn read_index(path: &Path) -> Option<LoadedMap> {
     if !md.is_file() {
         return None;
     }
-    let mut input = HashingReader {
-        inner: BufReader::with_capacity(256 * 1024, file),
-        hasher: Sha256::new(),
-    };
+    let mut input = DigestReader::new(BufReader::with_capacity(256 * 1024, file));
     let mut header = [0u8; HEADER_LEN];
     input.read_exact(&mut header).ok()?;
     if &header[..MAGIC.len()] != MAGIC {
@@ -371,7 +366,8 @@ fn read_index(path: &Path) -> Option<LoadedMap> {
     if md.len() != expected_len {
         return None;
     }
-    let mut map = LoadedMap::with_capacity_and_hasher(usize::try_from(count).ok()?, KeyHash::default());
+    let mut map =
+        LoadedMap::with_capacity_and_hasher(usize::try_from(count).ok()?, KeyHash::default());
     let mut record = [0u8; RECORD_LEN];
     for _ in 0..count {
         input.read_exact(&mut record).ok()?;
@@ -379,10 +375,10 @@ fn read_index(path: &Path) -> Option<LoadedMap> {
         let seen = AtomicBool::new(false);
         map.insert(key, Loaded { digest, seen });
     }
-    let HashingReader { mut inner, hasher } = input;
+    let (mut inner, checksum, _) = input.finish();
     let mut trailer = [0u8; TRAILER_LEN];
     inner.read_exact(&mut trailer).ok()?;
-    (hasher.finalize().as_slice() == trailer).then_some(map)
+    (checksum == Digest::from_sha256(trailer)).then_some(map)
 }
 
 fn encode(key: &FileKey, digest: &[u8; 32]) -> [u8; RECORD_LEN] {
@@ -405,46 +401,6 @@ fn decode(record: &[u8; RECORD_LEN]) -> Option<(FileKey, [u8; 32])> {
         ctime_ns: i128::from_le_bytes(record[40..56].try_into().ok()?),
     };
     Some((key, record[56..88].try_into().ok()?))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
-/// Hashes what goes through it.
-struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// Hashes what is read through it.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ mod store;
 use std::path::PathBuf;
 
 pub use blob::{BlobStore, BlobWriter};
-pub use digest::{Digest, DigestWriter, VerifiedReader};
+pub use digest::{Digest, DigestReader, DigestWriter, VerifiedReader};
 pub use error::StoreError;
 pub use file_index::{FileDigests, FileIndex, FileKey, NoIndex};
 pub use images::{ImageDb, ImageRecord};
