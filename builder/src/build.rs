@@ -19,6 +19,7 @@ use rbuild_solver::{plan, BuildOptions, FromSource, PlannedStage, PlannedStep, S
 use crate::base_image::{Events, ImageSource, Planning, StoreImages};
 use crate::cachekey::{self, base_key, step_key};
 use crate::config::{is_metadata_only, StageConfig};
+use crate::copy_reuse;
 use crate::error::BuildError;
 use crate::fileops::{apply_file_step, step_copy_op, FileStep, SourceRoot};
 use crate::layers::{base_layers, commit_layer, lower_dirs, StageLayer};
@@ -585,13 +586,24 @@ impl StageRun<'_> {
                 self.step_inputs(step, &sc, done).map_err(fail)?
             };
             let cacheable = inputs.is_some();
-            key = step_key(
-                &key,
-                step,
-                &sc,
-                &self.req.layer_options,
-                &inputs.unwrap_or_default(),
-            );
+            let inputs = inputs.unwrap_or_default();
+            // A context COPY's identity without its content: its earlier result is where a
+            // re-run starts (see `copy_reuse`).
+            let origin = (cacheable && copy_reuse::eligible(step)).then(|| {
+                let without_content: Vec<(String, String)> = inputs
+                    .iter()
+                    .filter(|(name, _)| name != "context")
+                    .cloned()
+                    .collect();
+                copy_reuse::origin_key(&step_key(
+                    &key,
+                    step,
+                    &sc,
+                    &self.req.layer_options,
+                    &without_content,
+                ))
+            });
+            key = step_key(&key, step, &sc, &self.req.layer_options, &inputs);
             let created_by = sc.apply(step).map_err(fail)?;
             let mut empty_layer = metadata_only;
             let mut cached = false;
@@ -619,8 +631,9 @@ impl StageRun<'_> {
                         layer
                     }
                     None => {
+                        let origin = origin.as_ref().map(|key| Origin { key, use_cache });
                         let mut layer = self
-                            .file_step(step, step_no, &sc, &layers, done)
+                            .file_step(step, step_no, &sc, &layers, done, origin)
                             .map_err(fail)?;
                         if let Some(layer) = layer.as_mut() {
                             layer.created = self.req.created.clone();
@@ -683,7 +696,8 @@ impl StageRun<'_> {
         })
     }
     /// Runs one filesystem step in an overlay over the stage's layers. Returns its layer, or
-    /// `None` when it changed nothing.
+    /// `None` when it changed nothing. A context COPY with an `origin` lists what it copies
+    /// and, with the cache in use, starts from its earlier result (see `copy_reuse`).
     fn file_step(
         &self,
         step: &PlannedStep,
@@ -691,9 +705,15 @@ impl StageRun<'_> {
         sc: &StageConfig,
         layers: &[StageLayer],
         done: &BTreeMap<usize, StageImage>,
+        origin: Option<Origin<'_>>,
     ) -> Result<Option<StageLayer>, BuildError> {
         let store = self.store;
         let work = store.work_dir("step")?;
+        let parent_chain = layers.last().map(|l| &l.chain_id);
+        let mut journal = match &origin {
+            Some(o) => Some(self.copy_journal(o, parent_chain, work.path())?),
+            None => None,
+        };
         let view = mount_view(store, layers, work.path())?;
         if let Instruction::Run(run) = &step.step.instruction {
             let roots = Roots { run: self, done };
@@ -760,8 +780,50 @@ impl StageRun<'_> {
             },
             &source,
             view.root(),
+            journal.as_mut().map(|j| j as &mut dyn rbuild_executor::CopyJournal),
         )?;
-        self.finish_layer(view, &work, layers, false)
+        let layer = self.finish_layer(view, &work, layers, false)?;
+        if let (Some(o), Some(journal), Some(layer)) = (origin, journal, &layer) {
+            if let Some(listing) = journal.finish() {
+                copy_reuse::remember(store, o.key, &layer.chain_id, parent_chain, listing)?;
+            }
+        }
+        Ok(layer)
+    }
+
+    /// The journal of a context COPY: its upper dir (`work/upper`) is created and, with the
+    /// cache in use, filled from the step's earlier result when there is one.
+    fn copy_journal(
+        &self,
+        origin: &Origin<'_>,
+        parent_chain: Option<&Digest>,
+        work: &Path,
+    ) -> Result<copy_reuse::ListingJournal, BuildError> {
+        let upper = work.join("upper");
+        std::fs::create_dir(&upper).map_err(|e| BuildError::Io {
+            what: format!("creating {}", upper.display()),
+            source: e,
+        })?;
+        let mut in_place = copy_reuse::InPlace::new();
+        if origin.use_cache {
+            match copy_reuse::start_from_origin(
+                self.store,
+                origin.key,
+                parent_chain,
+                self.context,
+                &upper,
+            ) {
+                Ok(found) => in_place = found.unwrap_or_default(),
+                Err(e) => {
+                    // A full copy instead, into an empty upper dir.
+                    self.event(BuildEvent::Warning(format!(
+                        "starting the COPY from its earlier result failed, copying everything: {e}"
+                    )));
+                    copy_reuse::clear_dir(&upper)?;
+                }
+            }
+        }
+        copy_reuse::ListingJournal::new(self.store, in_place)
     }
 
     /// The time of a layer step's history entry: when it ran (a cached step: when it first
@@ -947,10 +1009,23 @@ impl StageRoots for Roots<'_, '_> {
     }
 }
 
-/// An overlay over `layers` with `upper` and `work` dirs made inside `dir`.
+/// The earlier result a context COPY may start from.
+#[derive(Clone, Copy)]
+struct Origin<'k> {
+    /// The step's origin key (`copy_reuse::origin_key`).
+    key: &'k Digest,
+    /// Whether the cache is in use for the step (else it only lists what it copies).
+    use_cache: bool,
+}
+
+/// An overlay over `layers` with `upper` and `work` dirs made inside `dir` (`upper` may exist
+/// already, filled by the caller).
 fn mount_view(store: &Store, layers: &[StageLayer], dir: &Path) -> Result<OverlayView, BuildError> {
     let (upper, work, empty) = (dir.join("upper"), dir.join("work"), dir.join("empty"));
     for d in [&upper, &work, &empty] {
+        if d == &upper && upper.is_dir() {
+            continue;
+        }
         std::fs::create_dir(d).map_err(|e| BuildError::Io {
             what: format!("creating {}", d.display()),
             source: e,

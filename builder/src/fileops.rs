@@ -4,7 +4,9 @@
 //! (the build context with its `.dockerignore`, or another stage's root filesystem).
 
 use rbuild_context::PatternMatcher;
-use rbuild_executor::{copy, ensure_workdir, resolve_chown, resolve_dest, CopyOp};
+use rbuild_executor::{
+    copy, copy_journaled, ensure_workdir, resolve_chown, resolve_dest, CopyJournal, CopyOp,
+};
 use rbuild_fsutil::Root;
 use rbuild_parser::instruction::{parse_chmod, Instruction, SourcesAndDest};
 use rbuild_solver::PlannedStep;
@@ -31,11 +33,13 @@ pub struct FileStep<'a> {
     pub user: &'a str,
 }
 
-/// Applies a COPY, ADD or WORKDIR step to `dest`.
+/// Applies a COPY, ADD or WORKDIR step to `dest`; a COPY tells `journal` (when given) what it
+/// copies (see [`copy_journaled`]).
 pub fn apply_file_step(
     fs: &FileStep<'_>,
     source: &SourceRoot<'_>,
     dest: &Root,
+    journal: Option<&mut dyn CopyJournal>,
 ) -> Result<(), BuildError> {
     match &fs.step.step.instruction {
         Instruction::Workdir(_) => {
@@ -54,7 +58,7 @@ pub fn apply_file_step(
             };
             let op = step_copy_op(fs.step, fs.workdir, source, chown)?
                 .ok_or(BuildError::Internal("COPY without a copy operation"))?;
-            copy(&op, source_root(source), dest)?;
+            copy_journaled(&op, source_root(source), dest, journal)?;
             Ok(())
         }
         Instruction::Add(a) => {

@@ -6,6 +6,7 @@ pub mod base_image;
 pub mod build;
 pub mod cachekey;
 pub mod config;
+mod copy_reuse;
 pub mod error;
 pub mod export;
 pub mod fileops;

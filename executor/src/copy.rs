@@ -51,6 +51,7 @@ use crate::glob::contains_wildcards;
 use crate::paths::{lstat, open_regular, resolve_in_root, Rel};
 use crate::remote::{self, DownloadLimits};
 use crate::source::{Pos, SourceTree};
+use rbuild_cache::FileKey;
 
 /// One `COPY` or `ADD`, with every value already expanded.
 #[derive(Clone, Debug, Default)]
@@ -143,12 +144,72 @@ pub(crate) enum Item {
 
 /// Applies `op`, reading from `src` and writing into `dest`. See the [module docs](self).
 pub fn copy(op: &CopyOp, src: &Root, dest: &Root) -> Result<CopyStats, ExecError> {
+    copy_journaled(op, src, dest, None)
+}
+
+/// The change stamps of a copied source entry that is not a directory: if none of them
+/// changed, copying it again writes the same entry (content, type, symlink target, mode,
+/// owner, times and extended attributes: a change to any of them moves the ctime).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SourceStamp {
+    /// Identity, size, mtime and ctime.
+    pub key: FileKey,
+    /// `st_mode` (type and permission bits).
+    pub mode: u32,
+    /// `st_uid`.
+    pub uid: u32,
+    /// `st_gid`.
+    pub gid: u32,
+}
+
+impl SourceStamp {
+    /// The stamp of a source entry from its `lstat`; `None` for a directory and for a file
+    /// linked more than once (a copy keeps hardlink groups together, so such a file is never
+    /// taken from an earlier result alone).
+    pub fn of(md: &Metadata) -> Option<SourceStamp> {
+        if md.is_dir() || (md.is_file() && md.nlink() > 1) {
+            return None;
+        }
+        Some(SourceStamp {
+            key: FileKey::from_metadata(md),
+            mode: md.mode(),
+            uid: md.uid(),
+            gid: md.gid(),
+        })
+    }
+}
+
+/// What a copy tells about the entries it places from a local source, and asks before writing
+/// one: the builder's incremental `COPY` records a copy's entries with their [`SourceStamp`]s
+/// and, when the same copy runs again on changed sources, starts from the earlier result with
+/// the unchanged entries already in place (hardlinked). Paths are `/`-joined components
+/// relative to their roots (the destination's physical path, the source's path in the source
+/// root).
+pub trait CopyJournal {
+    /// A directory copied from `source` to `target` (its metadata applied after its entries).
+    fn dir(&mut self, target: &[u8], source: &[u8]);
+    /// A non-directory copied (or found in place) from `source`, stamped `stamp`, to `target`.
+    fn entry(&mut self, target: &[u8], source: &[u8], stamp: &SourceStamp);
+    /// Whether `target` already holds what copying a source stamped `stamp` writes there; such
+    /// an entry is left as it is.
+    fn in_place(&self, target: &[u8], stamp: &SourceStamp) -> bool;
+}
+
+/// [`copy`], telling `journal` (when given) what it copies and leaving the entries it says
+/// are in place untouched.
+pub fn copy_journaled<'j>(
+    op: &CopyOp,
+    src: &Root,
+    dest: &Root,
+    journal: Option<&'j mut (dyn CopyJournal + 'j)>,
+) -> Result<CopyStats, ExecError> {
     let mut c = Copier {
         op,
         sel: Selection::new(op, src)?,
         dest,
         stats: CopyStats::default(),
         links: HashMap::new(),
+        journal,
     };
     let items = c.sel.plan()?;
     c.prepare_dest()?;
@@ -416,16 +477,17 @@ impl<'a> Selection<'a> {
     }
 }
 
-struct Copier<'a> {
+struct Copier<'a, 'j> {
     op: &'a CopyOp,
     sel: Selection<'a>,
     dest: &'a Root,
     stats: CopyStats,
     /// Source `(dev, ino)` of multiply-linked files → where the first copy went.
     links: HashMap<(u64, u64), Rel>,
+    journal: Option<&'j mut (dyn CopyJournal + 'j)>,
 }
 
-impl Copier<'_> {
+impl Copier<'_, '_> {
     fn dest_is_dir_syntax(&self) -> bool {
         dest_is_dir_syntax(self.op)
     }
@@ -628,6 +690,9 @@ impl Copier<'_> {
             self.copy_children(pos, target)?;
             if created || overwrite_meta {
                 self.apply_meta(md, target, None)?;
+                if let Some(j) = self.journal.as_deref_mut() {
+                    j.dir(&target.bytes(), &pos.src.bytes());
+                }
             }
             return Ok(());
         }
@@ -635,6 +700,38 @@ impl Copier<'_> {
             self.stats.skipped += 1;
             return Ok(());
         }
+        let stamp = self.journal.as_ref().and_then(|_| SourceStamp::of(md));
+        if let (Some(j), Some(stamp)) = (self.journal.as_deref_mut(), stamp.as_ref()) {
+            let (target_bytes, source_bytes) = (target.bytes(), pos.src.bytes());
+            if j.in_place(&target_bytes, stamp) {
+                j.entry(&target_bytes, &source_bytes, stamp);
+                self.count_in_place(md);
+                return Ok(());
+            }
+        }
+        self.copy_non_dir(pos, md, target)?;
+        if let (Some(j), Some(stamp)) = (self.journal.as_deref_mut(), stamp.as_ref()) {
+            j.entry(&target.bytes(), &pos.src.bytes(), stamp);
+        }
+        Ok(())
+    }
+
+    /// Counts an entry a journal found in place as if it had been copied.
+    fn count_in_place(&mut self, md: &Metadata) {
+        let ft = md.file_type();
+        if ft.is_file() {
+            self.stats.files += 1;
+            self.stats.bytes += md.len();
+        } else if ft.is_symlink() {
+            self.stats.symlinks += 1;
+        } else {
+            self.stats.devices += 1;
+        }
+    }
+
+    /// Copies one non-directory, non-socket entry (`md` is its `lstat`) to `target`.
+    fn copy_non_dir(&mut self, pos: &Pos, md: &Metadata, target: &Rel) -> Result<(), ExecError> {
+        let ft = md.file_type();
         self.ensure_empty_target(target)?;
         if ft.is_file() {
             if md.nlink() > 1 {

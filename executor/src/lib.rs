@@ -44,7 +44,7 @@ mod workdir;
 pub use archive::ArchiveLimits;
 pub use checksum::{checksum, ChecksumStats, FileDigests, FileKey, NoIndex, SourceChecksum};
 pub use chown::{resolve_chown, resolve_user, ProcessUser, MAX_DB_BYTES};
-pub use copy::{copy, CopyOp, CopyStats};
+pub use copy::{copy, copy_journaled, CopyJournal, CopyOp, CopyStats, SourceStamp};
 pub use error::{ExecError, Side};
 pub use paths::resolve_dest;
 pub use remote::DownloadLimits;

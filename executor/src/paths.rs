@@ -86,7 +86,8 @@ impl Rel {
         ))
     }
 
-    fn bytes(&self) -> Vec<u8> {
+    /// Components joined with `/` (empty for the root).
+    pub(crate) fn bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         for (i, c) in self.0.iter().enumerate() {
             if i > 0 {
