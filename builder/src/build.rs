@@ -39,7 +39,9 @@ pub struct BuildRequest {
     pub options: BuildOptions,
     /// `--label`s added to the image config.
     pub labels: BTreeMap<String, String>,
-    /// Layer compression and the manifest format.
+    /// The manifest format (and media types) of the image and its layers. Built layers are
+    /// stored uncompressed: `compression` and `level` are not used by the build (they apply
+    /// when an image leaves the store, see `rbuild_image::compressed_layers`).
     pub layer_options: LayerOptions,
     /// `created` timestamps (RFC 3339); `None` leaves them out. `source_date_epoch`, when set,
     /// replaces it.
@@ -188,7 +190,8 @@ pub fn build(
         .collect();
     let client = std::sync::OnceLock::new();
     let registry = || registry_client(req, &client);
-    let cache = cachekey::BuildCache::open(store, &req.cache_from, &registry, &mut |w| {
+    let format = req.layer_options.format;
+    let cache = cachekey::BuildCache::open(store, &req.cache_from, format, &registry, &mut |w| {
         on_event(BuildEvent::Warning(w))
     });
     let run = StageRun {

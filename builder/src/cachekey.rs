@@ -10,8 +10,10 @@
 //!   (image ENV and every ARG in scope, as BuildKit keys RUN);
 //! * its inputs: for COPY/ADD from the context the checksum of exactly the selected files
 //!   (`rbuild_executor::checksum`), for `--from` a stage that stage's key, for an image its
-//!   config digest, for `RUN --mount` sources the same; and the layer format (compression),
-//!   since the record names a blob in that format.
+//!   config digest, for `RUN --mount` sources the same; and what the layer blob is — an
+//!   uncompressed tar (compression happens when layers leave the store, so no output's
+//!   compression is in a key) of the OCI or Docker media types, with `SOURCE_DATE_EPOCH`'s
+//!   clamped mtimes.
 //!
 //! Never in a key: secrets (only their ids, as written), cache-mount contents, mtimes.
 //! Steps whose result cannot be known from their inputs are not cached: `ADD` of a URL without
@@ -23,7 +25,9 @@
 //!
 //! [`BuildCache`] adds the portable half: `--cache-from` records (read before the build; a
 //! store miss falls back to them, and a hit copies the layer blob into the store, verified,
-//! unpacks it and records it) and `--cache-to` (the keys and layers this build used). A cache
+//! stores it uncompressed — so the importing store has the very image the exporting one has —
+//! unpacks it and records it) and `--cache-to` (the keys and layers this build used, the layers
+//! compressed for the export, gzip unless `compression=` says otherwise). A cache
 //! lives in a directory (`type=local`, an OCI image layout), in a registry (`type=registry`,
 //! the same artifact pushed to a reference; see `remote_cache.rs`) or inside the image's config
 //! (`type=inline`). `docs/cache-format.md` describes the format.
@@ -39,10 +43,11 @@ use std::sync::Mutex;
 use rbuild_cache::{Digest, Store, VerifiedReader};
 use rbuild_fsutil::Root;
 use rbuild_image::json;
+use rbuild_image::layer::recompress_to_store;
 use rbuild_image::manifest::{annotations, media_types, Descriptor, Index, Manifest};
 use rbuild_image::oci_layout::OCI_LAYOUT_CONTENT;
 use rbuild_image::reference::Reference;
-use rbuild_image::{Compression, LayerOptions, ManifestFormat};
+use rbuild_image::{compressed_layer, Compression, LayerCompression, LayerOptions, ManifestFormat};
 use rbuild_parser::instruction::Instruction;
 use rbuild_registry::{Client, Repository};
 use rbuild_solver::{PlannedStage, PlannedStep, StageBase};
@@ -130,9 +135,14 @@ pub fn step_key(
             h.pair("arg", k).field(v);
         }
     }
-    let mut opts = layer_options.clone();
-    opts.threads = None;
-    h.pair("layer-format", &format!("{opts:?}"));
+    // The record's layer blob: an uncompressed tar of these media types, mtimes clamped.
+    h.pair(
+        "layer-format",
+        &format!("{:?} uncompressed", layer_options.format),
+    );
+    if let Some(epoch) = layer_options.source_date_epoch {
+        h.pair("source-date-epoch", &epoch.to_string());
+    }
     for (name, value) in inputs {
         h.pair(name, value);
     }
@@ -289,8 +299,9 @@ pub enum CacheTarget {
 pub struct CacheExport {
     pub target: CacheTarget,
     pub mode: CacheMode,
-    /// Layer blobs in another compression are recompressed into this one for the export
-    /// (`None`: exported as built).
+    /// `Some`: every layer blob is exported in this compression (recompressed if it is in
+    /// another one). `None`: uncompressed layers (those builds make) are exported gzip, and
+    /// compressed ones (records made by older rbuild versions) as they are.
     pub compression: Option<Compression>,
 }
 
@@ -329,8 +340,8 @@ pub(crate) struct CacheRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct CacheLayer {
-    descriptor: Descriptor,
-    diff_id: Digest,
+    pub(crate) descriptor: Descriptor,
+    pub(crate) diff_id: Digest,
     uncompressed_size: u64,
     chain_id: Digest,
     /// The chain ID of the layer below; absent for a bottom layer.
@@ -395,6 +406,9 @@ struct Imported {
 /// build starts), and the steps the build ran or found cached (what `--cache-to` exports).
 /// Stages use it from several threads.
 pub struct BuildCache {
+    /// The media types' family of this build's layers: imported layers are stored as this
+    /// build would have stored them.
+    layer_format: ManifestFormat,
     sources: Vec<ImportSource>,
     imported: BTreeMap<Digest, Imported>,
     /// key → (stage index, layer): every keyed step of this build.
@@ -415,14 +429,17 @@ impl BuildCache {
     /// and config; a registry reference's manifest and config (a cache artifact) or image
     /// config (an inline cache), fetched with `client`. A source that holds no cache (yet) or
     /// an unreadable one is reported through `warn` and skipped: the build runs without it.
-    /// Layer blobs are only read (and verified) when a step uses them.
+    /// Layer blobs are only read (and verified) when a step uses them, and stored as a build of
+    /// `layer_format` stores its layers (uncompressed tars of those media types).
     pub fn open(
         store: &Store,
         cache_from: &[CacheSource],
+        layer_format: ManifestFormat,
         client: &dyn Fn() -> Result<std::sync::Arc<Client>, BuildError>,
         warn: &mut dyn FnMut(String),
     ) -> BuildCache {
         let mut cache = BuildCache {
+            layer_format,
             sources: Vec::new(),
             imported: BTreeMap::new(),
             used: Mutex::new(BTreeMap::new()),
@@ -473,9 +490,10 @@ impl BuildCache {
 
     /// A usable earlier result of `key` for a step whose stage has `parent` as its top layer:
     /// from the store ([`lookup`]), else from an imported cache — whose layer blob is then
-    /// copied into the store (verified), unpacked on `parent`'s snapshot, and recorded in the
-    /// store, so later builds find it there. A result that cannot be used (a corrupt blob, a
-    /// diff ID mismatch) is reported through `warn` and counts as a miss: the step runs.
+    /// copied into the store (verified) and kept there uncompressed (the layer this build would
+    /// have made), unpacked on `parent`'s snapshot, and recorded in the store, so later builds
+    /// find it there. A result that cannot be used (a corrupt blob, a diff ID mismatch) is
+    /// reported through `warn` and counts as a miss: the step runs.
     pub fn lookup(
         &self,
         store: &Store,
@@ -496,7 +514,8 @@ impl BuildCache {
         let Some(source) = self.sources.get(imported.source) else {
             return Err(BuildError::Internal("an imported record has no source"));
         };
-        match import_record(store, source, imported.layer.as_ref(), parent) {
+        let layer = imported.layer.as_ref();
+        match import_record(store, source, layer, parent, self.layer_format) {
             Ok(Some(layer)) => {
                 record(store, key, layer.as_ref())?;
                 Ok(Some(layer))
@@ -530,7 +549,8 @@ impl BuildCache {
 
     /// Writes the records of this build — of the stages in `target_chain` for
     /// [`CacheMode::Min`], of every stage for [`CacheMode::Max`] — and their layer blobs
-    /// (recompressed first if `to.compression` asks for it) where `to.target` says:
+    /// (compressed as `to.compression` says, see [`CacheExport::compression`]) where
+    /// `to.target` says:
     ///
     /// - a directory: merged with what is already there (older records are kept, this build's
     ///   replace those with the same key). Blobs are written first, `index.json` last
@@ -554,9 +574,15 @@ impl BuildCache {
                 total: ours.len(),
             });
         }
-        if let Some(compression) = to.compression {
-            recompress_records(store, &mut ours, compression)?;
-        }
+        let how = match to.compression {
+            None => LayerCompression::default(),
+            Some(compression) => LayerCompression {
+                compression,
+                level: None,
+                force: true,
+            },
+        };
+        compress_records(store, &mut ours, &how)?;
         match &to.target {
             CacheTarget::Local(dest) => export_records(store, dest, ours, warn),
             CacheTarget::Registry(reference) => {
@@ -603,69 +629,18 @@ impl BuildCache {
     }
 }
 
-/// Replaces each record's layer blob that is not in `compression` by one that is: recompressed
-/// from the store's blob (streamed, its diff ID checked) into the store, once — the result is
-/// remembered in the store's key index for later exports.
-fn recompress_records(
+/// Replaces each record's layer blob by its copy compressed as `how` says (made once per store,
+/// see `rbuild_image::compressed_layers`).
+fn compress_records(
     store: &Store,
     records: &mut [CacheRecord],
-    compression: Compression,
+    how: &LayerCompression,
 ) -> Result<(), BuildError> {
     for layer in records.iter_mut().filter_map(|r| r.layer.as_mut()) {
-        let current = rbuild_image::manifest::layer_compression(&layer.descriptor.media_type);
-        if current == Some(compression) {
-            continue;
-        }
-        layer.descriptor = recompressed(store, layer, compression)?;
+        layer.descriptor =
+            compressed_layer(store, &layer.descriptor, &layer.diff_id, how, &|_| {})?;
     }
     Ok(())
-}
-
-/// The blob of `layer` in `compression` (see [`recompress_records`]).
-fn recompressed(
-    store: &Store,
-    layer: &CacheLayer,
-    compression: Compression,
-) -> Result<Descriptor, BuildError> {
-    let mut h = KeyHasher::new("recompressed");
-    h.pair("blob", layer.descriptor.digest.as_str())
-        .pair("to", &format!("{compression:?}"));
-    let memo = h.finish();
-    if let Some(bytes) = store.cache_keys().get(&memo)? {
-        if let Ok(desc) = serde_json::from_slice::<Descriptor>(&bytes) {
-            if store.blobs().contains(&desc.digest) {
-                return Ok(desc);
-            }
-        }
-    }
-    let options = LayerOptions {
-        compression,
-        format: ManifestFormat::Oci,
-        ..LayerOptions::default()
-    };
-    let reader = store.blobs().open(&layer.descriptor.digest)?;
-    let info = rbuild_image::layer::recompress_to_store(
-        reader,
-        &layer.descriptor.media_type,
-        store.blobs(),
-        &options,
-    )?;
-    if info.diff_id != layer.diff_id {
-        return Err(invalid(
-            &format!("layer {}", layer.descriptor.digest),
-            format!(
-                "its content is {}, its record says {}",
-                info.diff_id, layer.diff_id
-            ),
-        ));
-    }
-    let desc = Descriptor::new(&info.media_type, info.digest, info.size);
-    let bytes = serde_json::to_vec(&desc).map_err(|e| BuildError::Io {
-        what: "encoding a recompressed layer's descriptor".into(),
-        source: std::io::Error::other(e),
-    })?;
-    store.cache_keys().put(&memo, &bytes)?;
-    Ok(desc)
 }
 
 /// The stages the final image is made of: `target` and the stages it is (transitively) `FROM`.
@@ -702,12 +677,16 @@ fn open_local(dir: &Path) -> Result<Option<(SourceKind, Vec<CacheRecord>)>, Buil
 }
 
 /// Makes an imported record's layer usable in the store; `None` when it does not belong on
-/// `parent`.
+/// `parent`. The layer is kept as a build of `layer_format` keeps its layers — an uncompressed
+/// tar, blob digest = diff ID — so the image made of it is the exporting store's image: a
+/// compressed blob is fetched, stored decompressed (its content checked against the diff ID and
+/// the record's size) and dropped. A store that has the uncompressed blob fetches nothing.
 fn import_record(
     store: &Store,
     source: &ImportSource,
     layer: Option<&CacheLayer>,
     parent: Option<&StageLayer>,
+    layer_format: ManifestFormat,
 ) -> Result<Option<Option<StageLayer>>, BuildError> {
     let Some(layer) = layer else {
         return Ok(Some(None));
@@ -715,17 +694,59 @@ fn import_record(
     if layer.parent_chain_id.as_ref() != parent.map(|p| &p.chain_id) {
         return Ok(None);
     }
-    let stage_layer = layer.stage_layer();
-    let fetch = |store: &Store| match &source.kind {
-        SourceKind::Local(root) => copy_blob_into_store(root, &layer.descriptor, store),
-        SourceKind::Registry(repository) => {
-            Ok(repository.fetch_blob(store, &layer.descriptor, &|_| {})?)
+    let mut stage_layer = layer.stage_layer();
+    stage_layer.descriptor = Descriptor::new(
+        layer_format.layer_media_type(Compression::None),
+        layer.diff_id.clone(),
+        layer.uncompressed_size,
+    );
+    let fetch = |store: &Store| {
+        let sent = &layer.descriptor;
+        let had = store.blobs().contains(&sent.digest);
+        match &source.kind {
+            SourceKind::Local(root) => copy_blob_into_store(root, sent, store)?,
+            SourceKind::Registry(repository) => repository.fetch_blob(store, sent, &|_| {})?,
         }
+        if sent.digest == layer.diff_id {
+            return Ok(());
+        }
+        let decompressed = decompress_into_store(store, sent, &layer.diff_id);
+        if !had {
+            store.blobs().remove(&sent.digest)?;
+        }
+        decompressed
     };
     if !materialize(store, &stage_layer, parent, Some(&fetch))? {
         return Ok(None);
     }
+    let size = store.blobs().size(&layer.diff_id)?;
+    if size != layer.uncompressed_size {
+        return Err(invalid(
+            &format!("layer {}", layer.diff_id),
+            format!(
+                "it is {size} bytes uncompressed, its record says {}",
+                layer.uncompressed_size
+            ),
+        ));
+    }
     Ok(Some(Some(stage_layer)))
+}
+
+/// Stores the layer blob `compressed` (in the store) decompressed, checking that its content
+/// is `diff_id`.
+fn decompress_into_store(
+    store: &Store,
+    compressed: &Descriptor,
+    diff_id: &Digest,
+) -> Result<(), BuildError> {
+    let options = LayerOptions {
+        compression: Compression::None,
+        ..LayerOptions::default()
+    };
+    let blob = store.blobs().open(&compressed.digest)?;
+    let media_type = &compressed.media_type;
+    recompress_to_store(blob, media_type, store.blobs(), &options, Some(diff_id))?;
+    Ok(())
 }
 
 /// Streams blob `desc` of a cache directory into the store, committed only when its size and
@@ -1257,7 +1278,13 @@ mod tests {
         // Local sources do not use the store: a throwaway one.
         let tmp = scratch(&format!("open-{}", OPENED.fetch_add(1, Ordering::Relaxed)));
         let store = Store::open(&tmp.0.join("s")).unwrap_or_else(|e| panic!("{e}"));
-        let cache = BuildCache::open(&store, &sources, &no_registry, &mut |w| warnings.push(w));
+        let cache = BuildCache::open(
+            &store,
+            &sources,
+            ManifestFormat::Oci,
+            &no_registry,
+            &mut |w| warnings.push(w),
+        );
         (cache, warnings)
     }
 
@@ -1314,6 +1341,17 @@ mod tests {
         for f in ["oci-layout", "index.json"] {
             assert!(dest.join(f).is_file(), "{f}");
         }
+        // The store keeps the built layers uncompressed; the export has them gzip.
+        for l in [&l1, &l2] {
+            assert_eq!(l.descriptor.media_type, media_types::OCI_LAYER_TAR);
+            assert_eq!(l.descriptor.digest, l.diff_id);
+        }
+        let exported = exported_layers(&dest);
+        assert_eq!(exported.len(), 2);
+        for d in &exported {
+            assert_eq!(d.media_type, media_types::OCI_LAYER_GZIP);
+            assert!(dest.join("blobs/sha256").join(d.digest.hex()).is_file());
+        }
 
         let b = Store::open(&tmp.0.join("b")).unwrap_or_else(|e| panic!("{e}"));
         let (cache, warnings) = open_cache(std::slice::from_ref(&dest));
@@ -1341,6 +1379,11 @@ mod tests {
         assert_eq!(got3, Some(None));
         assert_eq!(read_f(&b, &l1), "one");
         assert_eq!(read_f(&b, &l2), "two");
+        // B keeps the layers as A does: uncompressed, the fetched gzip blobs dropped.
+        for l in [&l1, &l2] {
+            assert!(b.blobs().contains(&l.diff_id));
+        }
+        assert!(exported.iter().all(|d| !b.blobs().contains(&d.digest)));
         // Now the store itself has the records, without the import.
         assert_eq!(
             lookup(&b, &k2, Some(&l1)).unwrap_or_else(|e| panic!("{e}")),
@@ -1350,6 +1393,57 @@ mod tests {
             lookup(&b, &k3, Some(&l2)).unwrap_or_else(|e| panic!("{e}")),
             Some(None)
         );
+    }
+
+    /// The layer descriptors the records of the cache in `dir` name.
+    fn exported_layers(dir: &Path) -> Vec<Descriptor> {
+        config_records(dir)
+            .records
+            .into_iter()
+            .filter_map(|r| r.layer.map(|l| l.descriptor))
+            .collect()
+    }
+
+    #[test]
+    fn compression_asked_for_applies_to_every_layer_and_imports_give_the_same_layers() {
+        if !is_root() {
+            eprintln!("SKIPPED: needs root");
+            return;
+        }
+        let tmp = scratch("compression");
+        let a = Store::open(&tmp.0.join("a")).unwrap_or_else(|e| panic!("{e}"));
+        let l1 = make_layer(&a, &tmp.0, "one", None);
+        let key = Digest::of_bytes(b"k");
+        for (name, compression, media_type) in [
+            ("zstd", Compression::Zstd, media_types::OCI_LAYER_ZSTD),
+            ("tar", Compression::None, media_types::OCI_LAYER_TAR),
+        ] {
+            let dest = tmp.0.join(name);
+            let exporting = open_cache(&[]).0;
+            exporting.note(0, &key, None, Some(&l1));
+            let to = CacheExport {
+                target: CacheTarget::Local(dest.clone()),
+                mode: CacheMode::Max,
+                compression: Some(compression),
+            };
+            exporting
+                .export(&a, &to, &BTreeSet::new(), &no_registry, &|w| panic!("{w}"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let exported = exported_layers(&dest);
+            assert_eq!(exported.len(), 1);
+            assert_eq!(exported[0].media_type, media_type, "{name}");
+            assert_eq!(
+                exported[0].digest == l1.diff_id,
+                compression == Compression::None
+            );
+            let b = Store::open(&tmp.0.join(format!("b-{name}"))).unwrap_or_else(|e| panic!("{e}"));
+            let (cache, _) = open_cache(std::slice::from_ref(&dest));
+            let got = cache
+                .lookup(&b, &key, None, &|w| panic!("{w}"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(got, Some(Some(l1.clone())), "{name}");
+            assert_eq!(read_f(&b, &l1), "one");
+        }
     }
 
     #[test]
@@ -1493,7 +1587,12 @@ mod tests {
         exporting
             .export(&a, &to, &BTreeSet::new(), &no_registry, &|w| panic!("{w}"))
             .unwrap_or_else(|e| panic!("{e}"));
-        let blob = dest.join("blobs/sha256").join(l1.descriptor.digest.hex());
+        let exported = config_records(&dest).records[0]
+            .layer
+            .clone()
+            .unwrap_or_else(|| panic!("no layer exported"))
+            .descriptor;
+        let blob = dest.join("blobs/sha256").join(exported.digest.hex());
         let mut bytes = std::fs::read(&blob).unwrap_or_else(|e| panic!("{e}"));
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
@@ -1515,6 +1614,7 @@ mod tests {
             "{warnings:?}"
         );
         assert!(!b.blobs().contains(&l1.descriptor.digest));
+        assert!(!b.blobs().contains(&exported.digest));
         assert_eq!(
             lookup(&b, &key, None).unwrap_or_else(|e| panic!("{e}")),
             None

@@ -2,13 +2,18 @@
 //! layer's chain ID (OCI: `sha256(parent chain ID + " " + diff ID)`), usable as an overlay lower
 //! dir. Base images' layers are unpacked on first use (whiteouts as overlay whiteouts); a build
 //! step's overlay upper dir becomes a layer blob and, renamed, that layer's snapshot.
+//!
+//! A step's layer blob is an uncompressed tar (its digest is its diff ID), as Docker's image
+//! store keeps layers: nothing is compressed while building. Layers are compressed when they
+//! leave the store (a push, an OCI export, a cache export; see
+//! `rbuild_image::compressed_layers`).
 
 use std::path::{Path, PathBuf};
 
 use rbuild_cache::{Digest, DigestReader, Store};
 use rbuild_fsutil::{extract_tar, ExtractOptions, Root, WhiteoutMode};
 use rbuild_image::manifest::Descriptor;
-use rbuild_image::{layer_to_store, open_layer, LayerInfo, LayerOptions};
+use rbuild_image::{layer_to_store, open_layer, Compression, LayerInfo, LayerOptions};
 
 use crate::error::BuildError;
 
@@ -144,15 +149,22 @@ pub(crate) fn unpack(
     Ok(())
 }
 
-/// Turns a step's overlay upper dir into a layer blob and moves it into the snapshot store as
-/// that layer's snapshot. Returns the new layer (on top of `parent`).
+/// Turns a step's overlay upper dir into a layer blob — an uncompressed tar, whatever
+/// `opts.compression` says (`opts` gives the media types' family and `SOURCE_DATE_EPOCH`) —
+/// and moves it into the snapshot store as that layer's snapshot. Returns the new layer (on
+/// top of `parent`).
 pub fn commit_layer(
     store: &Store,
     upper: &Path,
     parent: Option<&StageLayer>,
     opts: &LayerOptions,
 ) -> Result<StageLayer, BuildError> {
-    let info = layer_to_store(upper, store.blobs(), opts)?;
+    let uncompressed = LayerOptions {
+        compression: Compression::None,
+        level: None,
+        ..opts.clone()
+    };
+    let info = layer_to_store(upper, store.blobs(), &uncompressed)?;
     let parent_chain = parent.map(|p| p.chain_id.clone());
     let chain = chain_id(parent_chain.as_ref(), &info.diff_id);
     if store.snapshots().get(&chain)?.is_none() {

@@ -5,11 +5,16 @@
 //! (`--cache-to type=inline`) — at the start of a build. Layer blobs are not fetched then: a
 //! step that uses a record fetches its blob from REF's repository into the store (streamed,
 //! verified against its digest) before unpacking it (`cachekey.rs`).
+//!
+//! An inline cache's records name the layers as the building store keeps them (uncompressed:
+//! the config is written before the image leaves the store, and is the same however it is then
+//! compressed); reading them, each record's layer is taken to be the pushed manifest's layer of
+//! the same diff ID, which is what gets fetched.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rbuild_cache::Store;
+use rbuild_cache::{Digest, Store};
 use rbuild_image::images::select_platform_manifest;
 use rbuild_image::json::MAX_CONFIG_BYTES;
 use rbuild_image::manifest::{is_manifest_type, media_types, ManifestOrIndex};
@@ -78,11 +83,27 @@ pub(crate) fn read_records(
         let bytes = fetch_small(store, &repository, &manifest.config, MAX_CONFIG_BYTES)?;
         let image: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|e| invalid(&manifest.config, e))?;
-        match image.get(INLINE_CACHE_KEY) {
-            Some(inline) => serde_json::from_value::<CacheConfig>(inline.clone())
-                .map_err(|e| invalid(&manifest.config, e))?,
-            None => return Ok(None),
+        let Some(inline) = image.get(INLINE_CACHE_KEY) else {
+            return Ok(None);
+        };
+        let mut config = serde_json::from_value::<CacheConfig>(inline.clone())
+            .map_err(|e| invalid(&manifest.config, e))?;
+        let diff_ids = image
+            .get("rootfs")
+            .and_then(|rootfs| rootfs.get("diff_ids"))
+            .cloned()
+            .map(serde_json::from_value::<Vec<Digest>>)
+            .transpose()
+            .map_err(|e| invalid(&manifest.config, e))?
+            .unwrap_or_default();
+        let pushed: BTreeMap<&Digest, &Descriptor> =
+            diff_ids.iter().zip(&manifest.layers).collect();
+        for layer in config.records.iter_mut().filter_map(|r| r.layer.as_mut()) {
+            if let Some(&sent) = pushed.get(&layer.diff_id) {
+                layer.descriptor = sent.clone();
+            }
         }
+        config
     } else {
         return Ok(None);
     };

@@ -1,5 +1,6 @@
 //! Base image layers unpack into snapshots, an overlay over them takes a step's changes, and the
-//! upper dir becomes a layer blob and a snapshot of its own — on a real store and real mounts.
+//! upper dir becomes a layer blob (an uncompressed tar) and a snapshot of its own — on a real
+//! store and real mounts.
 
 use std::path::PathBuf;
 
@@ -74,9 +75,16 @@ fn base_layers_unpack_and_steps_commit_new_layers() {
         .unwrap_or_else(|e| panic!("{e}"));
     drop(view);
 
+    // The options ask for gzip (the default): a step's layer is stored uncompressed anyway.
     let layer = commit_layer(&store, &upper, layers.last(), &LayerOptions::default())
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(store.blobs().contains(&layer.descriptor.digest));
+    assert_eq!(
+        layer.descriptor.media_type,
+        rbuild_image::manifest::media_types::OCI_LAYER_TAR
+    );
+    assert_eq!(layer.descriptor.digest, layer.diff_id);
+    assert_eq!(layer.descriptor.size, layer.uncompressed_size);
     assert_ne!(layer.chain_id, layer.diff_id);
     let mut all = layers.clone();
     all.push(layer.clone());

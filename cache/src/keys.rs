@@ -1,8 +1,11 @@
-//! The cache-key index: what a build step with a given cache key produced, so that a later
-//! build (in any process) can reuse it instead of running the step again.
+//! A key index: small records under sha256 keys, opaque to this crate. The store has two: the
+//! cache-key index — what a build step with a given cache key produced, so that a later build
+//! (in any process) can reuse it instead of running the step again — and the index of layers'
+//! compressed copies (which blob compressing a layer gave).
 //!
 //! ```text
-//! v1/cachekeys/<hex of the key>   the step's result record (small; opaque to this crate)
+//! v1/cachekeys/<hex of the key>   the step's result record
+//! v1/compressed/<hex of the key>  a compressed copy's descriptor
 //! ```
 //!
 //! A record is written atomically (temp file, fsync, rename, directory fsync) *after* what it
@@ -19,7 +22,7 @@ use crate::fsx::{self, read_small_file, write_file_atomic};
 /// The most a record may hold.
 pub const MAX_RECORD_BYTES: u64 = 64 << 10;
 
-/// The cache-key index of a store.
+/// A key index of a store (the cache keys, or the compressed copies of layers).
 #[derive(Debug)]
 pub struct KeyIndex {
     dir: PathBuf,
@@ -73,6 +76,9 @@ mod tests {
             let store = Store::open(tmp.path())?;
             assert_eq!(store.cache_keys().get(&key)?, None);
             store.cache_keys().put(&key, b"{\"layer\":null}")?;
+            // The store's two indexes are apart.
+            assert_eq!(store.compressed_layers().get(&key)?, None);
+            store.compressed_layers().put(&key, b"{}")?;
         }
         let store = Store::open(tmp.path())?;
         assert_eq!(
@@ -81,6 +87,10 @@ mod tests {
         );
         store.cache_keys().remove(&key)?;
         assert_eq!(store.cache_keys().get(&key)?, None);
+        assert_eq!(
+            store.compressed_layers().get(&key)?.as_deref(),
+            Some(&b"{}"[..])
+        );
         let big = vec![0u8; (super::MAX_RECORD_BYTES + 1) as usize];
         assert!(store.cache_keys().put(&key, &big).is_err());
         Ok(())

@@ -9,6 +9,7 @@
 //!     images.json, images.lock the image index
 //!     snapshots/<hex>/{fs,parent}
 //!     cachekeys/<hex>          what the build step with that cache key produced
+//!     compressed/<hex>         a layer's compressed copy: (diff ID, compression, level) → blob
 //!     file-index/<hex>         per build context: file identity → content digest
 //!     tmp/                     temp files and dirs, renamed into place when complete
 //!     trash/                   removed snapshots, deleted from here
@@ -39,6 +40,7 @@ pub struct Store {
     images: ImageDb,
     snapshots: SnapshotStore,
     keys: KeyIndex,
+    compressed: KeyIndex,
 }
 
 impl Store {
@@ -66,6 +68,7 @@ impl Store {
         let tmp = layout.join("tmp");
         let trash = layout.join("trash");
         let cachekeys = layout.join("cachekeys");
+        let compressed = layout.join("compressed");
         for dir in [
             &layout,
             &blobs_parent,
@@ -74,12 +77,14 @@ impl Store {
             &tmp,
             &trash,
             &cachekeys,
+            &compressed,
         ] {
             fsx::ensure_private_dir(dir)?;
         }
 
         Ok(Store {
             keys: KeyIndex::new(cachekeys, tmp.clone()),
+            compressed: KeyIndex::new(compressed, tmp.clone()),
             blobs: BlobStore::new(blobs, tmp.clone()),
             images: ImageDb::new(
                 layout.join("images.json"),
@@ -120,6 +125,13 @@ impl Store {
     /// The cache-key index (build steps' results).
     pub fn cache_keys(&self) -> &KeyIndex {
         &self.keys
+    }
+
+    /// The compressed copies of stored layers, by (diff ID, compression, level): which blob
+    /// compressing a layer gave, so that it is compressed once (records written by
+    /// `rbuild_image::compressed_layers`).
+    pub fn compressed_layers(&self) -> &KeyIndex {
+        &self.compressed
     }
 
     /// The unpacked layer snapshots.

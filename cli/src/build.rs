@@ -12,7 +12,7 @@ use rbuild_builder::build::{build, BuildEvent, BuildRequest, BuiltImage};
 use rbuild_builder::run::{RunOptions, SecretSource};
 use rbuild_cache::Store;
 use rbuild_image::reference::Reference;
-use rbuild_image::{Compression, LayerOptions};
+use rbuild_image::{Compression, LayerCompression, LayerOptions};
 use rbuild_solver::{BuildOptions, Platform};
 
 use crate::progress::{Progress, ProgressMode};
@@ -38,9 +38,10 @@ pub struct BuildArgs {
     /// The platform to build for (only the host's, linux/amd64 here, until cross-platform builds).
     #[arg(long)]
     pub platform: Option<String>,
-    /// Where the result goes: `type=image|registry|oci|docker|local|tar[,dest=PATH][,name=REF[,REF…]][,push=true][,compression=gzip|zstd|uncompressed][,compression-level=N]`,
+    /// Where the result goes: `type=image|registry|oci|docker|local|tar[,dest=PATH][,name=REF[,REF…]][,push=true][,compression=gzip|zstd|uncompressed][,compression-level=N][,force-compression=true]`,
     /// or a directory (local), or `-` (a tar on standard output). `type=registry` is
-    /// `type=image,push=true`.
+    /// `type=image,push=true`. The store keeps built layers uncompressed: `compression` (gzip
+    /// by default) applies to what leaves it, a push or an OCI archive.
     #[arg(short = 'o', long = "output")]
     pub outputs: Vec<String>,
     /// Write the image ID to this file.
@@ -93,8 +94,9 @@ pub struct BuildArgs {
     pub source_date_epoch: Option<i64>,
     /// Export the build cache: `type=local,dest=DIR` (an OCI layout) or `type=registry,ref=REF`
     /// (the same artifact pushed to REF), `[,mode=min|max][,compression=gzip|zstd|uncompressed]`
-    /// (`min`, the default, exports the final image's stages, `max` every step); or
-    /// `type=inline` (the records inside the image's config).
+    /// (`min`, the default, exports the final image's stages, `max` every step; layers are
+    /// exported gzip unless `compression` says otherwise); or `type=inline` (the records inside
+    /// the image's config).
     #[arg(long = "cache-to", value_name = "SPEC")]
     pub cache_to: Option<String>,
     /// Use a cache a `--cache-to` wrote: `type=local,src=DIR`, `type=registry,ref=REF` or `REF`
@@ -227,9 +229,6 @@ pub enum Output {
     },
 }
 
-/// Layer compression an output asks for, with its level.
-pub type CompressionChoice = Option<(Compression, Option<i32>)>;
-
 /// The comma-separated fields of an `-o` value; a field in double quotes may hold commas
 /// (`"name=a,b"`), as buildx's CSV allows.
 fn split_csv(spec: &str) -> Vec<String> {
@@ -247,8 +246,10 @@ fn split_csv(spec: &str) -> Vec<String> {
     fields
 }
 
-/// Parses one `-o` value, with its layer compression options.
-pub fn parse_output(spec: &str) -> anyhow::Result<(Output, CompressionChoice)> {
+/// Parses one `-o` value, with how its layers are compressed when they leave the store (a push,
+/// an OCI archive): `compression` (gzip by default), `compression-level`, and
+/// `force-compression=true` to recompress layers compressed otherwise too.
+pub fn parse_output(spec: &str) -> anyhow::Result<(Output, LayerCompression)> {
     if !spec.contains('=') {
         return Ok((
             if spec == "-" {
@@ -258,7 +259,7 @@ pub fn parse_output(spec: &str) -> anyhow::Result<(Output, CompressionChoice)> {
                     dest: PathBuf::from(spec),
                 }
             },
-            None,
+            LayerCompression::default(),
         ));
     }
     let mut fields = BTreeMap::new();
@@ -290,11 +291,15 @@ pub fn parse_output(spec: &str) -> anyhow::Result<(Output, CompressionChoice)> {
     let need_dest =
         |d: Option<String>| d.with_context(|| format!("output type {kind} needs dest=PATH"));
     let compression = match fields.remove("compression").as_deref() {
-        None => None,
-        Some("gzip") => Some(Compression::Gzip),
-        Some("zstd") => Some(Compression::Zstd),
-        Some("uncompressed") => Some(Compression::None),
+        None | Some("gzip") => Compression::Gzip,
+        Some("zstd") => Compression::Zstd,
+        Some("uncompressed") => Compression::None,
         Some(other) => bail!("unknown compression {other:?}: use gzip, zstd or uncompressed"),
+    };
+    let force = match fields.remove("force-compression").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => bail!("invalid force-compression={other:?} in {spec:?}: use true or false"),
     };
     let level = match fields.remove("compression-level") {
         None => None,
@@ -339,9 +344,11 @@ pub fn parse_output(spec: &str) -> anyhow::Result<(Output, CompressionChoice)> {
     }
     Ok((
         output,
-        compression
-            .map(|c| (c, level))
-            .or(level.map(|l| (Compression::Gzip, Some(l)))),
+        LayerCompression {
+            compression,
+            level,
+            force,
+        },
     ))
 }
 
@@ -543,39 +550,36 @@ pub fn run(store_root: &Path, args: &BuildArgs) -> anyhow::Result<ExitCode> {
             parsed
         }
     };
-    let mut outputs = Vec::new();
-    let mut layer_options = LayerOptions::default();
-    for spec in &args.outputs {
-        let (output, compression) = parse_output(spec)?;
-        if let Some((c, level)) = compression {
-            layer_options.compression = c;
-            layer_options.level = level;
-        }
-        outputs.push(output);
-    }
+    let mut outputs = args
+        .outputs
+        .iter()
+        .map(|spec| parse_output(spec))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     if outputs.is_empty() {
-        outputs.push(Output::Image {
+        let image = Output::Image {
             names: Vec::new(),
             push: false,
-        });
+        };
+        outputs.push((image, LayerCompression::default()));
     }
     if args.push {
         // `--push` is `-o type=registry`: the image outputs push (one is added if none).
         let mut any = false;
-        for output in &mut outputs {
+        for (output, _) in &mut outputs {
             if let Output::Image { push, .. } = output {
                 *push = true;
                 any = true;
             }
         }
         if !any {
-            outputs.push(Output::Image {
+            let image = Output::Image {
                 names: Vec::new(),
                 push: true,
-            });
+            };
+            outputs.push((image, LayerCompression::default()));
         }
     }
-    for output in &outputs {
+    for (output, _) in &outputs {
         let Output::Image { names, push } = output else {
             continue;
         };
@@ -631,7 +635,9 @@ pub fn run(store_root: &Path, args: &BuildArgs) -> anyhow::Result<ExitCode> {
             build_platform: Platform::default(),
         },
         labels,
-        layer_options,
+        // Built layers are stored uncompressed: the outputs' compression applies when the
+        // image leaves the store (see `export`).
+        layer_options: LayerOptions::default(),
         created: Some(now_rfc3339()),
         source_date_epoch,
         run: run_options(args)?,
@@ -746,10 +752,14 @@ fn read_dockerfile(
     }
 }
 
+/// Writes the outputs, then pushes. Layers leave the store compressed as the output that sends
+/// them says (an OCI archive, a push); `--metadata-file`'s `containerimage.digest` is the
+/// digest of the manifest the first such output sent (as BuildKit's exporters report theirs),
+/// else that of the image in the store.
 fn export(
     store: &Store,
     image: &BuiltImage,
-    outputs: &[Output],
+    outputs: &[(Output, LayerCompression)],
     tags: &[Reference],
     args: &BuildArgs,
     registry: &crate::build_registry::LazyClient,
@@ -758,9 +768,11 @@ fn export(
         .iter()
         .map(|t| (t.to_string(), image.manifest.digest.clone()))
         .collect();
-    // What is pushed once the outputs are written.
-    let mut to_push: Vec<Reference> = Vec::new();
-    for output in outputs {
+    // What is pushed once the outputs are written: each name with the manifest it gets.
+    let mut to_push: Vec<(Reference, rbuild_cache::Digest)> = Vec::new();
+    // The manifest the first output that sends the image sent.
+    let mut sent_first: Option<rbuild_cache::Digest> = None;
+    for (output, compression) in outputs {
         match output {
             Output::Image { names: extra, push } => {
                 let mut named = tags.to_vec();
@@ -776,24 +788,28 @@ fn export(
                         .with_context(|| format!("naming the image {name}"))?;
                 }
                 if *push {
+                    let sent = outgoing(store, image, compression, args.quiet)?;
+                    sent_first.get_or_insert_with(|| sent.clone());
                     for name in named {
-                        if !to_push.contains(&name) {
-                            to_push.push(name);
+                        if !to_push.iter().any(|(pushed, _)| *pushed == name) {
+                            to_push.push((name, sent.clone()));
                         }
                     }
                 }
             }
             Output::Oci { dest } => {
-                let named = if names.is_empty() {
-                    vec![(String::new(), image.manifest.digest.clone())]
-                } else {
-                    names.clone()
-                };
+                let sent = outgoing(store, image, compression, args.quiet)?;
+                sent_first.get_or_insert_with(|| sent.clone());
+                let named: Vec<(String, rbuild_cache::Digest)> = names_or_id(&names, image)
+                    .into_iter()
+                    .map(|(name, _)| (name, sent.clone()))
+                    .collect();
                 with_dest(dest, |w| {
                     Ok(rbuild_image::export_oci_archive(store, &named, w)?)
                 })?;
             }
             Output::Docker { dest } => {
+                // A docker-archive holds uncompressed layers, whatever the compression.
                 with_dest(dest, |w| {
                     Ok(rbuild_image::export_docker_archive(
                         store,
@@ -815,8 +831,9 @@ fn export(
         std::fs::write(path, &id).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.metadata_file {
+        let digest = sent_first.as_ref().unwrap_or(&image.manifest.digest);
         let meta = serde_json::json!({
-            "containerimage.digest": image.manifest.digest.to_string(),
+            "containerimage.digest": digest.to_string(),
             "containerimage.config.digest": id,
             "image.name": tags.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(","),
         });
@@ -832,15 +849,40 @@ fn export(
         }
     }
     if !to_push.is_empty() {
-        crate::build_registry::push_image(
-            store,
-            registry,
-            &image.manifest.digest,
-            &to_push,
-            args.quiet,
-        )?;
+        crate::build_registry::push_image(store, registry, &to_push, args.quiet)?;
     }
     Ok(())
+}
+
+/// The built image as it leaves the store compressed as `how` says (see
+/// `rbuild_image::compressed_layers`): its manifest's digest. Says on standard error which
+/// layers are compressed now, unless `quiet`.
+fn outgoing(
+    store: &Store,
+    image: &BuiltImage,
+    how: &LayerCompression,
+    quiet: bool,
+) -> anyhow::Result<rbuild_cache::Digest> {
+    let on_compress = |diff_id: &rbuild_cache::Digest| {
+        if !quiet {
+            eprintln!(
+                "compressing layer {diff_id} ({})",
+                compression_name(how.compression)
+            );
+        }
+    };
+    let sent = rbuild_image::compressed_image(store, &image.manifest.digest, how, &on_compress)
+        .context("compressing the image's layers")?;
+    Ok(sent.digest)
+}
+
+/// The name an output's `compression=` gives `compression`.
+fn compression_name(compression: Compression) -> &'static str {
+    match compression {
+        Compression::None => "uncompressed",
+        Compression::Gzip => "gzip",
+        Compression::Zstd => "zstd",
+    }
 }
 
 fn names_or_id(
@@ -926,14 +968,33 @@ mod tests {
             image(&["r/a", "r/b"], false)
         );
         assert_eq!(ok("type=registry,name=r/a"), image(&["r/a"], true));
-        assert!(matches!(
-            parse_output("type=oci,dest=x,compression=zstd,compression-level=9"),
-            Ok((_, Some((Compression::Zstd, Some(9)))))
-        ));
+        let compression = |s: &str| parse_output(s).unwrap_or_else(|e| panic!("{s}: {e}")).1;
+        let with = |compression, level, force| LayerCompression {
+            compression,
+            level,
+            force,
+        };
+        assert_eq!(
+            compression("type=oci,dest=x,compression=zstd,compression-level=9"),
+            with(Compression::Zstd, Some(9), false)
+        );
+        assert_eq!(
+            compression("type=oci,dest=x"),
+            with(Compression::Gzip, None, false)
+        );
+        assert_eq!(
+            compression("type=registry,name=r/a,compression-level=1,force-compression=true"),
+            with(Compression::Gzip, Some(1), true)
+        );
+        assert_eq!(
+            compression("type=image,compression=uncompressed"),
+            with(Compression::None, None, false)
+        );
         for bad in [
             "type=oci",
             "type=bogus,dest=x",
             "type=oci,dest=x,compression=lz4",
+            "type=oci,dest=x,force-compression=yes",
             "type=oci,dest=x,frob=1",
             "type=image,push=yes",
             "type=oci,dest=x,push=true",

@@ -1,8 +1,9 @@
 //! The registry side of `rbuild build`: [`RegistrySource`], through which the builder pulls the
 //! base images the store lacks (and re-checks them all with `--pull`), with a progress line per
 //! resolved manifest and per blob; and [`push_image`], which pushes the built image under each
-//! of its names for `--push`, `-o type=image,push=true` and `-o type=registry`, printing what
-//! was pushed as buildx does (`pushing manifest for REF@DIGEST done`).
+//! of its names for `--push`, `-o type=image,push=true` and `-o type=registry` — the image as it
+//! leaves the store, its layers compressed as the output says (`build.rs`) — printing what was
+//! pushed as buildx does (`pushing manifest for REF@DIGEST done`).
 //!
 //! The registry client is made on first use: a build whose base images are all in the store
 //! (and that pushes nothing) never makes one, so it needs no network and no readable
@@ -117,13 +118,12 @@ impl ImageSource for RegistrySource {
     }
 }
 
-/// Pushes the image `manifest` (in `store`) under each of `names`; says what was pushed on
-/// standard error unless `quiet`.
+/// Pushes each manifest (in `store`) under its name; says what was pushed on standard error
+/// unless `quiet`.
 pub fn push_image(
     store: &Store,
     client: &LazyClient,
-    manifest: &Digest,
-    names: &[Reference],
+    names: &[(Reference, Digest)],
     quiet: bool,
 ) -> anyhow::Result<()> {
     if names.is_empty() {
@@ -132,7 +132,7 @@ pub fn push_image(
         );
     }
     let client = client.get().map_err(anyhow::Error::msg)?;
-    for name in names {
+    for (name, manifest) in names {
         if !quiet {
             eprintln!("pushing layers for {name}");
         }

@@ -14,7 +14,7 @@ use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rbuild_cache::Digest;
 use rbuild_image::reference::Reference;
-use rbuild_image::Platform;
+use rbuild_image::{compressed_image, LayerCompression, Platform};
 use rbuild_registry::{
     BlobKind, Client, ClientOptions, Credentials, DockerConfig, Event, PlatformChoice, PullOptions,
 };
@@ -161,7 +161,10 @@ pub fn pull(root: &Path, args: &PullArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `rbuild push`: a local image (or index) to the registry its name names.
+/// `rbuild push`: a local image (or index) to the registry its name names, as it leaves the
+/// store: layers the store keeps uncompressed (those rbuild built) are pushed gzip-compressed
+/// (compressed once; see `rbuild_image::compressed_layers`), the others as they are. The
+/// digest shown is the pushed manifest's.
 pub fn push(root: &Path, args: &PushArgs) -> anyhow::Result<()> {
     let reference = Reference::parse(&args.reference)
         .with_context(|| format!("invalid reference {:?}", args.reference))?;
@@ -180,10 +183,18 @@ pub fn push(root: &Path, args: &PushArgs) -> anyhow::Result<()> {
             reference.familiar_name()
         );
     }
+    let on_compress = |diff_id: &Digest| {
+        if !args.quiet {
+            println!("{}: Compressing (gzip)", short(diff_id));
+        }
+    };
+    let how = LayerCompression::default();
+    let sent = compressed_image(&store, &record.manifest, &how, &on_compress)
+        .with_context(|| format!("compressing the layers of {}", reference.familiar()))?;
     let display = Display::new(Verb::Push, args.quiet);
     let sink = |event: Event| display.show(event);
     let pushed = client
-        .push(&store, &record.manifest, &reference, &sink)
+        .push(&store, &sent.digest, &reference, &sink)
         .with_context(|| format!("pushing {}", reference.familiar()));
     drop(display);
     let pushed = pushed?;

@@ -275,8 +275,10 @@ fn check_layout(dir: &Path) -> Vec<serde_json::Value> {
         .unwrap_or_else(|| panic!("{manifest}"))
         .iter()
         .map(|l| {
-            assert!(
-                str_of(l, "mediaType").starts_with("application/vnd.oci.image.layer.v1.tar"),
+            // The store keeps built layers uncompressed; the export has them gzip.
+            assert_eq!(
+                str_of(l, "mediaType"),
+                "application/vnd.oci.image.layer.v1.tar+gzip",
                 "{l}"
             );
             verified_blob(dir, l);
@@ -327,6 +329,25 @@ fn skopeo_reads(dir: &Path, scratch: &Path) -> Result<(), String> {
     }
 }
 
+/// `--iidfile` and `--metadata-file` flags for the build `name` (see [`image_of`]).
+fn ids(fx: &Fixture, name: &str) -> [String; 4] {
+    [
+        "--iidfile".to_string(),
+        fx.dir.join(format!("{name}.iid")).display().to_string(),
+        "--metadata-file".to_string(),
+        fx.dir.join(format!("{name}.json")).display().to_string(),
+    ]
+}
+
+/// The image ID and manifest digest of the build `name` made with [`ids`].
+fn image_of(fx: &Fixture, name: &str) -> (String, String) {
+    let meta = json_file(&fx.dir.join(format!("{name}.json")));
+    (
+        read(&fx.dir.join(format!("{name}.iid"))),
+        str_of(&meta, "containerimage.digest").to_string(),
+    )
+}
+
 const DOCKERFILE: &str = "FROM busybox\n\
 COPY a.txt /app/a.txt\n\
 RUN cat /proc/sys/kernel/random/uuid > /app/uuid\n\
@@ -345,7 +366,10 @@ fn a_fresh_store_importing_the_cache_runs_nothing() {
 
     // Store A builds and exports.
     let a = fx.store("a");
-    let (err, out_a) = fx.build(&a, "a", &ctx, &["--cache-to", &cache_to]);
+    let ids_a = ids(&fx, "a");
+    let mut extra = vec!["--cache-to", &cache_to];
+    extra.extend(ids_a.iter().map(String::as_str));
+    let (err, out_a) = fx.build(&a, "a", &ctx, &extra);
     let states = file_steps(&err);
     assert_eq!(states.len(), 4, "{err}");
     assert!(states.iter().all(|(_, s)| *s == "RAN"), "{err}");
@@ -359,11 +383,16 @@ fn a_fresh_store_importing_the_cache_runs_nothing() {
 
     // A fresh store B with the same base: every COPY and RUN comes from the cache.
     let b = fx.store("b");
-    let (err, out_b) = fx.build(&b, "b", &ctx, &["--cache-from", &cache_from]);
+    let ids_b = ids(&fx, "b");
+    let mut extra = vec!["--cache-from", &cache_from];
+    extra.extend(ids_b.iter().map(String::as_str));
+    let (err, out_b) = fx.build(&b, "b", &ctx, &extra);
     let states = file_steps(&err);
     assert_eq!(states.len(), 4, "{err}");
     assert!(states.iter().all(|(_, s)| *s == "CACHED"), "{err}");
     assert!(!err.contains("WARNING"), "{err}");
+    // B has A's image: the same image ID and manifest (layers stored uncompressed in both).
+    assert_eq!(image_of(&fx, "b"), image_of(&fx, "a"));
     assert_eq!(read(&out_b.join("app/uuid")), uuid);
     assert_eq!(read(&out_b.join("app/ab")), "a\nb\n");
 

@@ -4,9 +4,9 @@
 //! store, the same context) imports it, runs no step, and gets A's image ID and digest; after
 //! one file changes B runs exactly the steps from that file's COPY on. Also: skopeo inspects
 //! and copies the cache artifact; a cache reference that does not exist is a warning; a
-//! tampered layer blob in the registry is refused and its step runs; `compression=zstd`
-//! recompresses the exported layers (and B still gets A's image ID); `type=inline` carries the
-//! cache inside a pushed image's config.
+//! tampered layer blob in the registry is refused and its step runs; the exported layers are
+//! gzip, or zstd with `compression=zstd` (and B still gets A's image: it stores the layers
+//! uncompressed, as A does); `type=inline` carries the cache inside a pushed image's config.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -14,11 +14,11 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{skip, state_of, step_states, text, tool, Fixture};
+use common::{registry, state_of, step_states, text, tool, Fixture};
 use rbuild_image::manifest::ManifestOrIndex;
 use rbuild_image::reference::Reference;
 use rbuild_image::Manifest;
-use rbuild_registry::test_registry::{missing_tools, Mode, TestRegistry};
+use rbuild_registry::test_registry::{Mode, TestRegistry};
 use rbuild_registry::{Client, ClientOptions};
 
 /// Steps whose output is new on every run (so a step that ran shows in the image ID).
@@ -33,20 +33,11 @@ ENV DONE=1
 
 const FILES: &[(&str, &str)] = &[("a.txt", "a\n"), ("b.txt", "b\n")];
 
-/// A plain registry, or `None` (skipped) without docker-registry.
-fn registry() -> Option<TestRegistry> {
-    if let Some(missing) = missing_tools(&Mode::Plain) {
-        skip(&missing);
-        return None;
-    }
-    Some(TestRegistry::start(Mode::Plain).unwrap_or_else(|e| panic!("{e}")))
-}
-
 /// Two builders (two stores with the busybox base) and a registry.
 fn farm(name: &str) -> Option<(Fixture, Fixture, TestRegistry)> {
     let a = Fixture::new(&format!("{name}-a"))?;
     let b = Fixture::new(&format!("{name}-b"))?;
-    Some((a, b, registry()?))
+    Some((a, b, registry(Mode::Plain)?))
 }
 
 /// What a build gave: its output, image ID and manifest digest.
@@ -156,8 +147,14 @@ fn a_build_farm_shares_its_cache_through_the_registry() {
         manifest.config.media_type,
         "application/vnd.rbuild.cache.config.v1+json"
     );
-    // COPY a, RUN, COPY b, RUN, RUN: five layers.
+    // COPY a, RUN, COPY b, RUN, RUN: five layers, gzip (A's store has them uncompressed).
     assert_eq!(manifest.layers.len(), 5, "{manifest:?}");
+    for layer in &manifest.layers {
+        assert_eq!(
+            layer.media_type, "application/vnd.oci.image.layer.v1.tar+gzip",
+            "{manifest:?}"
+        );
+    }
 
     // Builder B, same context, its own store: nothing runs, same image.
     let ctx_b = b.context("ctx", DOCKERFILE, FILES);
@@ -287,8 +284,9 @@ fn a_zstd_cache_round_trips() {
     let from = format!("type=registry,ref={cache}");
     let built_b = build(&b, &ctx_b, &["--cache-from", &from]);
     built_b.ran_no_run_step();
-    // The same diff IDs and history: the same image ID (its layers are zstd blobs now).
+    // The same image: B stores the layers uncompressed, as A does.
     assert_eq!(built_b.id, built_a.id, "{}", built_b.stderr());
+    assert_eq!(built_b.digest, built_a.digest);
     // A second export recompresses nothing new and pushes the same artifact.
     build(&a, &ctx_a, &["--cache-to", &to]);
     assert_eq!(remote_manifest(&cache), manifest);

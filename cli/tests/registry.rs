@@ -11,17 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{output_with_input, rbuild_command, skip, text, tool, Fixture};
-use rbuild_registry::test_registry::{missing_tools, Mode, TestRegistry};
-
-/// A registry in `mode`, or `None` (skipped) without docker-registry and its helpers.
-fn registry(mode: Mode) -> Option<TestRegistry> {
-    if let Some(missing) = missing_tools(&mode) {
-        skip(&missing);
-        return None;
-    }
-    Some(TestRegistry::start(mode).unwrap_or_else(|e| panic!("{e}")))
-}
+use common::{output_with_input, push_digest, rbuild_command, registry, text, tool, Fixture};
+use rbuild_registry::test_registry::{Mode, TestRegistry};
 
 /// A busybox fixture with an image `app` (a file written by a RUN step) and a registry.
 fn app_and_registry(name: &str, mode: Mode) -> Option<(Fixture, TestRegistry)> {
@@ -56,17 +47,6 @@ fn failed(out: &Output) -> String {
     text(&out.stderr)
 }
 
-/// The digest in `rbuild push`'s last line (`TAG: digest: sha256:… size: N`).
-fn pushed_digest(stdout: &str) -> String {
-    stdout
-        .lines()
-        .rev()
-        .find_map(|l| l.split("digest: ").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no digest in {stdout}"))
-        .to_owned()
-}
-
 #[test]
 fn push_pull_round_trip_and_run() {
     let Some((fx, registry)) = app_and_registry("reg-roundtrip", Mode::Plain) else {
@@ -76,7 +56,7 @@ fn push_pull_round_trip_and_run() {
     fx.ok(&["tag", "app", &name]);
     let pushed = fx.ok(&["push", &name]);
     assert!(pushed.contains("Pushed"), "{pushed}");
-    let digest = pushed_digest(&pushed);
+    let digest = push_digest(&pushed);
 
     // Again: nothing to send.
     let again = fx.ok(&["push", &name]);
@@ -264,7 +244,7 @@ fn registry_killed_mid_push_leaves_the_store_intact() {
 
     registry.restart().unwrap();
     let pushed = fx.ok(&["push", &name]);
-    let digest = pushed_digest(&pushed);
+    let digest = push_digest(&pushed);
     let other = Fixture::empty("reg-kill-pull");
     let pulled = other.ok(&["pull", &name]);
     assert!(pulled.contains(&format!("Digest: {digest}")), "{pulled}");
@@ -313,7 +293,7 @@ fn skopeo_reads_what_rbuild_pushes_and_rbuild_pulls_what_skopeo_pushes() {
     let host = registry.host();
     let name = format!("{host}/interop/app:1");
     fx.ok(&["tag", "app", &name]);
-    let digest = pushed_digest(&fx.ok(&["push", &name]));
+    let digest = push_digest(&fx.ok(&["push", &name]));
 
     let skopeo = |args: &[&str]| {
         let out = std::process::Command::new("skopeo")

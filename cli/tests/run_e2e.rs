@@ -583,6 +583,23 @@ fn commit_makes_an_image_of_the_changes() {
     );
     let history = fx.ok(&["history", "snap:1"]);
     assert!(history.contains("echo committed"), "{history}");
+    // The committed layer is stored as built layers are: an uncompressed tar, digest = diff ID.
+    {
+        use rbuild_image::images::{read_config, resolve_manifest};
+        use rbuild_image::manifest::media_types;
+        let store = rbuild_cache::Store::open(&fx.root).unwrap_or_else(|e| panic!("{e}"));
+        let record = store
+            .images()
+            .get("docker.io/library/snap:1")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no snap:1 in the store"));
+        let top = rbuild_image::Descriptor::new(&record.media_type, record.manifest, 0);
+        let (_, manifest) = resolve_manifest(&store, &top).unwrap_or_else(|e| panic!("{e}"));
+        let config = read_config(&store, &manifest.config.digest).unwrap_or_else(|e| panic!("{e}"));
+        let layer = manifest.layers.last().unwrap_or_else(|| panic!("no layer"));
+        assert_eq!(layer.media_type, media_types::OCI_LAYER_TAR);
+        assert_eq!(Some(&layer.digest), config.rootfs.diff_ids.last());
+    }
 
     // A running container: its mount points are not part of the layer.
     fx.ok(&[

@@ -28,7 +28,7 @@ use rbuild_cache::{Digest, DigestWriter, Store};
 use serde::Serialize;
 
 use crate::error::{ImageError, IoContext};
-use crate::images::{describe_manifest, read_config, resolve_manifest};
+use crate::images::{check_layer_count, describe_manifest, read_config, resolve_manifest};
 use crate::import::{self, DockerManifestItem, ImportedImage, Mode};
 use crate::json::{self, MAX_CONFIG_BYTES};
 use crate::layer::{open_layer, sniff, Compression};
@@ -70,14 +70,7 @@ pub fn export_docker_archive<N: AsRef<str>>(
             continue;
         }
         let config = read_config(store, &manifest.config.digest)?;
-        if config.rootfs.diff_ids.len() != manifest.layers.len() {
-            return Err(ImageError::InvalidImage(format!(
-                "manifest {} has {} layers but its config lists {} diff IDs",
-                manifest_desc.digest,
-                manifest.layers.len(),
-                config.rootfs.diff_ids.len()
-            )));
-        }
+        check_layer_count(&manifest_desc.digest, &manifest, &config)?;
         let mut layers = Vec::new();
         let mut chain: Option<Digest> = None;
         for (layer, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {

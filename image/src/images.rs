@@ -96,6 +96,22 @@ pub fn read_manifest_or_index(
     parse_manifest_or_index(&bytes, media_type)
 }
 
+/// Checks that `config` lists one diff ID per layer of `manifest` (whose digest is `digest`).
+pub(crate) fn check_layer_count(
+    digest: &Digest,
+    manifest: &Manifest,
+    config: &ImageConfig,
+) -> Result<(), ImageError> {
+    if manifest.layers.len() != config.rootfs.diff_ids.len() {
+        return Err(ImageError::InvalidImage(format!(
+            "manifest {digest} has {} layers but its config lists {} diff IDs",
+            manifest.layers.len(),
+            config.rootfs.diff_ids.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Reads and parses a config blob (bounded).
 pub fn read_config(store: &Store, digest: &Digest) -> Result<ImageConfig, ImageError> {
     let bytes = store.blobs().read_to_vec(digest, MAX_CONFIG_BYTES)?;

@@ -7,7 +7,8 @@
 //! - `<hex>.json` (a classic config) is read bounded, checked against `<hex>` and stored;
 //! - `<id>/layer.tar` and `<hex>.tar` (classic layers, as `docker save` and skopeo write them)
 //!   are decompressed if they happen to be compressed, hashed (the diff ID) and stored
-//!   **recompressed with gzip** (level 6) as they stream — the store keeps compressed layers;
+//!   **recompressed with gzip** (level 6) as they stream — loaded images keep compressed
+//!   layers, as pulled ones do (only the layers rbuild builds are stored uncompressed);
 //! - `index.json`, `oci-layout` and `manifest.json` are read bounded and kept in memory;
 //! - `<id>/`, `<id>/VERSION`, `<id>/json`, `repositories`, `blobs/`, `blobs/sha256/` are
 //!   accepted and skipped; `<id>/layer.tar` may be a symlink (skopeo) to another accepted name.
@@ -31,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ImageConfig;
 use crate::error::{shown, ImageError, IoContext};
-use crate::images::{collect_blobs, read_config, resolve_manifest};
+use crate::images::{check_layer_count, collect_blobs, read_config, resolve_manifest};
 use crate::json::{self, null_default, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, MAX_SMALL_JSON_BYTES};
 use crate::layer::{recompress_to_store, Compression, LayerInfo, LayerOptions};
 use crate::manifest::{annotations, media_types, Descriptor, Index, Manifest, ManifestFormat};
@@ -310,7 +311,7 @@ fn take_entry<R: Read>(
             c.configs.insert(name, digest);
         }
         Name::LayerTar | Name::LegacyLayer => {
-            let info = recompress_to_store(tar, "", store.blobs(), &import_layer_options())?;
+            let info = recompress_to_store(tar, "", store.blobs(), &import_layer_options(), None)?;
             c.layers.insert(name, info);
         }
         Name::OciLayout => {
@@ -412,9 +413,9 @@ pub(crate) fn assemble_oci(
     for desc in &index.manifests {
         let mut blobs = Vec::new();
         collect_blobs(store, desc, &mut blobs, &mut BTreeSet::new())?;
-        let (_, manifest) = resolve_manifest(store, desc)?;
+        let (manifest_desc, manifest) = resolve_manifest(store, desc)?;
         let config = read_config(store, &manifest.config.digest)?;
-        check_layer_count(&manifest, &config)?;
+        check_layer_count(&manifest_desc.digest, &manifest, &config)?;
         let size = blobs.iter().map(|b| b.size).sum();
         let mut names = Vec::new();
         if let Some(full) = desc.annotations.get(annotations::CONTAINERD_IMAGE_NAME) {
@@ -447,17 +448,6 @@ pub(crate) fn assemble_oci(
         )?;
     }
     Ok(out)
-}
-
-fn check_layer_count(manifest: &Manifest, config: &ImageConfig) -> Result<(), ImageError> {
-    if manifest.layers.len() != config.rootfs.diff_ids.len() {
-        return Err(ImageError::InvalidImage(format!(
-            "manifest has {} layers but its config lists {} diff IDs",
-            manifest.layers.len(),
-            config.rootfs.diff_ids.len()
-        )));
-    }
-    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -596,7 +586,8 @@ fn classic_layer(store: &Store, c: &mut Collected, path: &str) -> Result<LayerIn
     match classify(&name, Mode::Docker) {
         Some(Name::Blob(digest)) if c.blobs.contains(&digest) => {
             let reader = store.blobs().open(&digest)?;
-            let info = recompress_to_store(reader, "", store.blobs(), &import_layer_options())?;
+            let info =
+                recompress_to_store(reader, "", store.blobs(), &import_layer_options(), None)?;
             c.layers.insert(name, info.clone());
             Ok(info)
         }

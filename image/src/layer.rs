@@ -1,5 +1,6 @@
-//! Layer tars: writing a directory tree (an overlayfs upper dir, or any dir) as a compressed,
-//! deterministic layer blob, and opening layer blobs for reading.
+//! Layer tars: writing a directory tree (an overlayfs upper dir, or any dir) as a deterministic
+//! layer blob — uncompressed, as build steps store their layers, or compressed — recompressing
+//! a layer stream, and opening layer blobs for reading.
 //!
 //! # Writing
 //! [`write_layer`] walks the tree depth-first with each directory's entries sorted by name
@@ -155,13 +156,15 @@ pub fn layer_to_store(
 }
 
 /// Reads a layer stream (compressed as `media_type` says, or sniffed when the type is generic),
-/// and stores it recompressed as `opts` say. Returns the new blob's [`LayerInfo`], whose
-/// `diff_id` is the sha256 of the uncompressed content.
+/// and stores it recompressed as `opts` say (`Compression::None`: decompressed). Returns the
+/// new blob's [`LayerInfo`], whose `diff_id` is the sha256 of the uncompressed content. With
+/// `expected_diff_id`, content that hashes otherwise is refused before anything is stored.
 pub fn recompress_to_store(
     input: impl Read,
     media_type: &str,
     blobs: &BlobStore,
     opts: &LayerOptions,
+    expected_diff_id: Option<&Digest>,
 ) -> Result<LayerInfo, ImageError> {
     let mut reader = open_layer(input, media_type, None)?;
     let mut writer = blobs.writer()?;
@@ -169,8 +172,26 @@ pub fn recompress_to_store(
         io::copy(&mut reader, sink).io_context(|| "recompressing layer")?;
         Ok(())
     })?;
+    if let Some(expected) = expected_diff_id.filter(|&d| *d != info.diff_id) {
+        return Err(ImageError::DigestMismatch {
+            what: "uncompressed layer".to_owned(),
+            expected: expected.clone(),
+            actual: info.diff_id,
+        });
+    }
     writer.commit_expecting(&info.digest)?;
     Ok(info)
+}
+
+/// The level `level` means for `compression`: the algorithm's default when `None`, gzip's
+/// clamped to 0–9; 0 for no compression. Two writes of one tar with the same algorithm and
+/// resolved level give the same bytes.
+pub fn resolved_level(compression: Compression, level: Option<i32>) -> i32 {
+    match compression {
+        Compression::None => 0,
+        Compression::Gzip => level.map_or(DEFAULT_GZIP_LEVEL as i32, |l| l.clamp(0, 9)),
+        Compression::Zstd => level.unwrap_or(DEFAULT_ZSTD_LEVEL),
+    }
 }
 
 /// Runs `produce` with a writer that hashes what it gets (the diff ID), compresses it per
@@ -204,9 +225,8 @@ fn compress_stream<W: Write + Send>(
             })
         }
         Compression::Gzip => {
-            let level = opts.level.map_or(DEFAULT_GZIP_LEVEL, |l| {
-                u32::try_from(l.clamp(0, 9)).unwrap_or(6)
-            });
+            let level = u32::try_from(resolved_level(Compression::Gzip, opts.level))
+                .unwrap_or(DEFAULT_GZIP_LEVEL);
             std::thread::scope(|scope| {
                 let builder = gzp::par::compress::ParCompressBuilder::<gzp::deflate::Gzip>::new()
                     .num_threads(threads)
@@ -234,7 +254,7 @@ fn compress_stream<W: Write + Send>(
             })
         }
         Compression::Zstd => {
-            let level = opts.level.unwrap_or(DEFAULT_ZSTD_LEVEL);
+            let level = resolved_level(Compression::Zstd, opts.level);
             let mut encoder =
                 zstd::stream::write::Encoder::new(counted, level).io_context(|| "starting zstd")?;
             encoder

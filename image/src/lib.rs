@@ -7,8 +7,11 @@
 //! - [`reference`](mod@reference): `app` → `docker.io/library/app:latest`, as Docker normalises names.
 //! - [`config`]: the image config JSON, byte-compatible with BuildKit's.
 //! - [`manifest`]: manifests, indexes, descriptors and media types, serialised canonically.
-//! - [`layer`]: directory tree → deterministic, compressed layer blob (overlayfs whiteouts
-//!   converted), and layer blob → uncompressed tar stream.
+//! - [`layer`]: directory tree → deterministic layer blob, uncompressed or compressed
+//!   (overlayfs whiteouts converted), and layer blob → uncompressed tar stream.
+//! - [`compressed_layers`]: layers and images as they leave the store — built layers are
+//!   stored uncompressed and compressed (once, remembered in the store) when pushed or
+//!   exported.
 //! - [`images`]: building images in the store ([`image_from_dir`]) and walking them.
 //! - [`oci_layout`] and [`docker_archive`]: export and import.
 //!
@@ -18,6 +21,7 @@
 
 #![deny(missing_docs)]
 
+pub mod compressed_layers;
 pub mod config;
 pub mod docker_archive;
 mod error;
@@ -33,6 +37,7 @@ mod tar_write;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 
+pub use compressed_layers::{compressed_image, compressed_layer, LayerCompression};
 pub use config::{ContainerConfig, HealthConfig, History, ImageConfig, RootFs};
 pub use docker_archive::{
     detect_archive_format, export_docker_archive, import_archive, import_docker_archive,

@@ -83,6 +83,16 @@ pub enum ManifestFormat {
 }
 
 impl ManifestFormat {
+    /// The family `media_type` belongs to: Docker for `application/vnd.docker.…` types, else
+    /// OCI.
+    pub fn of_media_type(media_type: &str) -> ManifestFormat {
+        if media_type.starts_with("application/vnd.docker.") {
+            ManifestFormat::Docker
+        } else {
+            ManifestFormat::Oci
+        }
+    }
+
     /// The manifest media type.
     pub fn manifest_media_type(self) -> &'static str {
         match self {

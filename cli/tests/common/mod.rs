@@ -3,7 +3,8 @@
 //! with its own store holding a busybox base image built by rbuild from the rootfs that
 //! `testdata/base/make-busybox-rootfs.sh` makes — and the helpers around it: running rbuild
 //! against the store (also with standard input, or on a pty), `text`/`ok`, context dirs,
-//! `-o type=local` builds, and which steps a `--progress=plain` log shows as `CACHED`.
+//! `-o type=local` builds, which steps a `--progress=plain` log shows as `CACHED`, a loopback
+//! registry, the digest `rbuild push` printed, and the files of an OCI archive.
 //!
 //! The rootfs and each base image's store are made once per test process (by the first fixture
 //! that needs them, under a lock) and every fixture gets a `cp -a` copy of that store: a store is
@@ -87,6 +88,53 @@ pub fn root_and_busybox() -> bool {
     };
     skip(missing);
     false
+}
+
+/// A `docker-registry` on loopback in `mode`, or `None` (the test skips, see [`skip`]) when it or
+/// its helpers are missing.
+pub fn registry(
+    mode: rbuild_registry::test_registry::Mode,
+) -> Option<rbuild_registry::test_registry::TestRegistry> {
+    use rbuild_registry::test_registry::{missing_tools, TestRegistry};
+    if let Some(missing) = missing_tools(&mode) {
+        skip(&missing);
+        return None;
+    }
+    Some(TestRegistry::start(mode).unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// The digest in `rbuild push`'s last line (`TAG: digest: sha256:… size: N`).
+pub fn push_digest(stdout: &str) -> String {
+    stdout
+        .lines()
+        .rev()
+        .find_map(|l| l.split("digest: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no digest in {stdout}"))
+        .to_owned()
+}
+
+/// The regular files of a tar archive (an OCI archive), by name.
+pub fn archive_files(bytes: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut archive = tar::Archive::new(bytes);
+    for entry in archive.entries().unwrap_or_else(|e| panic!("{e}")) {
+        let mut entry = entry.unwrap_or_else(|e| panic!("{e}"));
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let name = entry
+            .path()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .display()
+            .to_string();
+        let mut data = Vec::new();
+        entry
+            .read_to_end(&mut data)
+            .unwrap_or_else(|e| panic!("{e}"));
+        out.insert(name, data);
+    }
+    out
 }
 
 /// Makes a fresh busybox root filesystem in `dest` (`testdata/base/make-busybox-rootfs.sh`).
