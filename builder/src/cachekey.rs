@@ -1458,6 +1458,31 @@ mod tests {
         let l2 = make_layer(&store, &tmp.0, "two", Some(&l1));
         let key = Digest::of_bytes(b"k");
         record(&store, &key, Some(&l2)).unwrap_or_else(|e| panic!("{e}"));
+        // A built layer is kept as its snapshot and a recipe: without the snapshot it is gone,
+        // and its record is a miss.
+        assert!(store.blobs().is_recipe(&l2.descriptor.digest));
+        let kept = tmp.0.join("kept-snapshot");
+        let snapshot = store
+            .snapshots()
+            .get(&l2.chain_id)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no snapshot"));
+        std::fs::rename(snapshot.path.parent().unwrap_or(&snapshot.path), &kept)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!store.blobs().contains(&l2.descriptor.digest));
+        assert_eq!(
+            lookup(&store, &key, Some(&l1)).unwrap_or_else(|e| panic!("{e}")),
+            None
+        );
+        std::fs::rename(&kept, snapshot.path.parent().unwrap_or(&snapshot.path))
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Once the layer is a blob file (as a layer imported from a cache is), a pruned
+        // snapshot is unpacked again from it.
+        store
+            .blobs()
+            .open_file(&l2.descriptor.digest)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!store.blobs().is_recipe(&l2.descriptor.digest));
         store
             .snapshots()
             .remove(&l2.chain_id)

@@ -1,10 +1,12 @@
 //! A stage's layers: each layer's blob and diff ID, and its unpacked snapshot keyed by the
 //! layer's chain ID (OCI: `sha256(parent chain ID + " " + diff ID)`), usable as an overlay lower
 //! dir. Base images' layers are unpacked on first use (whiteouts as overlay whiteouts); a build
-//! step's overlay upper dir becomes a layer blob and, renamed, that layer's snapshot.
+//! step's overlay upper dir becomes, renamed, that layer's snapshot.
 //!
 //! A step's layer blob is an uncompressed tar (its digest is its diff ID), as Docker's image
-//! store keeps layers: nothing is compressed while building. Layers are compressed when they
+//! store keeps layers: nothing is compressed while building, and the tar is not even written —
+//! only hashed: the store keeps a recipe that writes it again from the snapshot when it is read
+//! (`rbuild_image::layer_recipe`). Layers are compressed when they
 //! leave the store (a push, an OCI export, a cache export; see
 //! `rbuild_image::compressed_layers`).
 
@@ -13,7 +15,9 @@ use std::path::{Path, PathBuf};
 use rbuild_cache::{Digest, DigestReader, Store};
 use rbuild_fsutil::{extract_tar, ExtractOptions, Root, WhiteoutMode};
 use rbuild_image::manifest::Descriptor;
-use rbuild_image::{layer_to_store, open_layer, Compression, LayerInfo, LayerOptions};
+use rbuild_image::{
+    layer_recipe, open_layer, use_layer_recipes, write_layer, Compression, LayerInfo, LayerOptions,
+};
 
 use crate::error::BuildError;
 
@@ -164,7 +168,8 @@ pub fn commit_layer(
         level: None,
         ..opts.clone()
     };
-    let info = layer_to_store(upper, store.blobs(), &uncompressed)?;
+    // The tar is only hashed: the store keeps the snapshot and a recipe to write it again.
+    let info = write_layer(upper, std::io::sink(), &uncompressed)?;
     let parent_chain = parent.map(|p| p.chain_id.clone());
     let chain = chain_id(parent_chain.as_ref(), &info.diff_id);
     if store.snapshots().get(&chain)?.is_none() {
@@ -176,6 +181,14 @@ pub fn commit_layer(
                     source: e,
                 })
             })?;
+    }
+    use_layer_recipes(Some(store));
+    if !store.blobs().contains(&info.digest) {
+        store.blobs().put_recipe(
+            &info.digest,
+            info.size,
+            layer_recipe(&chain, uncompressed.source_date_epoch),
+        )?;
     }
     Ok(StageLayer {
         descriptor: Descriptor::new(&info.media_type, info.digest.clone(), info.size),

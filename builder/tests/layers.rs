@@ -1,6 +1,7 @@
 //! Base image layers unpack into snapshots, an overlay over them takes a step's changes, and the
-//! upper dir becomes a layer blob (an uncompressed tar) and a snapshot of its own — on a real
-//! store and real mounts.
+//! upper dir becomes a snapshot of its own and a layer blob (an uncompressed tar, kept as a
+//! recipe that writes it again from the snapshot, checked when read) — on a real store and real
+//! mounts.
 
 use std::path::PathBuf;
 
@@ -118,6 +119,31 @@ fn base_layers_unpack_and_steps_commit_new_layers() {
         .collect();
     names.sort();
     assert_eq!(names, [".wh.gone", "app", "app/new.txt"]);
+
+    // The layer is kept as its snapshot and a recipe, and another handle on the store (as
+    // another rbuild process has) reads the same bytes.
+    assert!(store.blobs().is_recipe(&layer.descriptor.digest));
+    let reopened = Store::open(&base.join("store")).unwrap_or_else(|e| panic!("{e}"));
+    let mut made = Vec::new();
+    std::io::Read::read_to_end(
+        &mut reopened
+            .blobs()
+            .open(&layer.descriptor.digest)
+            .unwrap_or_else(|e| panic!("{e}")),
+        &mut made,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(made.len() as u64, layer.descriptor.size);
+    // A snapshot changed on disk cannot pass as the layer: the read fails at the end.
+    std::fs::write(lowers[0].join("app/new.txt"), "NEW").unwrap_or_else(|e| panic!("{e}"));
+    let mut blob = reopened
+        .blobs()
+        .open(&layer.descriptor.digest)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let Err(err) = std::io::Read::read_to_end(&mut blob, &mut Vec::new()) else {
+        panic!("a tampered snapshot was read as the layer");
+    };
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
     drop(work);
     let _ = std::fs::remove_dir_all(&base);
 }

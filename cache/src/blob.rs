@@ -1,11 +1,15 @@
 //! Content-addressed blobs: `blobs/sha256/<hex>`, written through a hashing temp file and renamed
-//! into place only once complete, read back through a [`VerifiedReader`].
+//! into place only once complete, read back through a [`VerifiedReader`] — or kept as a recipe
+//! (`blobs/sha256-recipes/<hex>`) and made on demand by the store's [`BlobMaker`] (see
+//! [`crate::blob_recipe`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
+use crate::blob_recipe::{self, BlobMaker, BlobReader, MadeBlob, RecipeFile};
 use crate::digest::{Digest, DigestWriter, VerifiedReader};
 use crate::error::{IoResultExt, StoreError};
 use crate::fsx::{self, TempEntry};
@@ -20,8 +24,25 @@ const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 pub struct BlobStore {
     /// `…/blobs/sha256`.
     dir: PathBuf,
+    /// `…/blobs/sha256-recipes`.
+    recipes: PathBuf,
     /// The store's tmp dir, on the same filesystem as `dir`.
     tmp: PathBuf,
+    /// Makes blobs kept as recipes (set once).
+    maker: Arc<OnceLock<MakerSlot>>,
+}
+
+/// A recipe and the maker that can make it now.
+type UsableRecipe = (Arc<dyn BlobMaker>, RecipeFile);
+
+/// The registered [`BlobMaker`].
+#[derive(Clone)]
+struct MakerSlot(Arc<dyn BlobMaker>);
+
+impl std::fmt::Debug for MakerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BlobMaker")
+    }
 }
 
 /// Up to this size, [`BlobStore::put_bytes`] compares an existing blob instead of rewriting it.
@@ -29,7 +50,63 @@ const SMALL_BLOB_BYTES: usize = 1 << 20;
 
 impl BlobStore {
     pub(crate) fn new(dir: PathBuf, tmp: PathBuf) -> BlobStore {
-        BlobStore { dir, tmp }
+        BlobStore {
+            recipes: dir.with_file_name("sha256-recipes"),
+            dir,
+            tmp,
+            maker: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Registers what makes blobs kept as recipes; the first registration stays (every clone
+    /// of this store shares it). Without one, a recipe-only blob is missing.
+    pub fn set_maker(&self, maker: Arc<dyn BlobMaker>) {
+        let _ = self.maker.set(MakerSlot(maker));
+    }
+
+    fn recipe_path(&self, digest: &Digest) -> PathBuf {
+        self.recipes.join(digest.hex())
+    }
+
+    /// Keeps the blob `digest` of `size` bytes as `recipe`, for the registered [`BlobMaker`] to
+    /// make when it is read. Write it only once what the recipe names exists.
+    pub fn put_recipe(
+        &self,
+        digest: &Digest,
+        size: u64,
+        recipe: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        blob_recipe::write_recipe(
+            &self.tmp,
+            &self.recipe_path(digest),
+            &RecipeFile { size, recipe },
+        )
+    }
+
+    /// The recipe of `digest`, when it has one the maker can make now.
+    fn usable_recipe(
+        &self,
+        digest: &Digest,
+    ) -> Result<Option<UsableRecipe>, StoreError> {
+        let Some(MakerSlot(maker)) = self.maker.get() else {
+            return Ok(None);
+        };
+        let Some(file) = blob_recipe::read_recipe(&self.recipe_path(digest))? else {
+            return Ok(None);
+        };
+        if !maker.available(&file.recipe) {
+            return Ok(None);
+        }
+        Ok(Some((maker.clone(), file)))
+    }
+
+    /// Whether the blob is kept as a recipe only (no file).
+    pub fn is_recipe(&self, digest: &Digest) -> bool {
+        !self.has_file(digest) && self.recipe_path(digest).is_file()
+    }
+
+    fn has_file(&self, digest: &Digest) -> bool {
+        fs::symlink_metadata(self.path(digest)).is_ok_and(|m| m.is_file())
     }
 
     /// Where the blob with this digest lives (whether or not it exists).
@@ -65,9 +142,10 @@ impl BlobStore {
         writer.commit().map(|(digest, _)| digest)
     }
 
-    /// Whether the blob is present (its content is checked only when read).
+    /// Whether the blob is present: as a file (its content is checked only when read), or as a
+    /// recipe the registered maker can make now.
     pub fn contains(&self, digest: &Digest) -> bool {
-        fs::symlink_metadata(self.path(digest)).is_ok_and(|m| m.is_file())
+        self.has_file(digest) || matches!(self.usable_recipe(digest), Ok(Some(_)))
     }
 
     /// The blob's size in bytes.
@@ -76,14 +154,18 @@ impl BlobStore {
         match fs::symlink_metadata(&path) {
             Ok(metadata) if metadata.is_file() => Ok(metadata.len()),
             Ok(_) => Err(StoreError::corrupt(&path, "blob is not a regular file")),
-            Err(error) if fsx::is_not_found(&error) => Err(StoreError::NotFound(digest.clone())),
+            Err(error) if fsx::is_not_found(&error) => match self.usable_recipe(digest)? {
+                Some((_, file)) => Ok(file.size),
+                None => Err(StoreError::NotFound(digest.clone())),
+            },
             Err(error) => Err(StoreError::io(&path, error)),
         }
     }
 
-    /// Opens the blob for streaming. The reader checks the content against `digest` when it
-    /// reaches the end and fails there (kind `InvalidData`) if the file on disk was corrupted.
-    pub fn open(&self, digest: &Digest) -> Result<VerifiedReader<File>, StoreError> {
+    /// Opens the blob for streaming (a blob kept as a recipe is made as it is read). The reader
+    /// checks the content against `digest` when it reaches the end and fails there (kind
+    /// `InvalidData`) if the file on disk was corrupted or the recipe made other bytes.
+    pub fn open(&self, digest: &Digest) -> Result<VerifiedReader<BlobReader>, StoreError> {
         let path = self.path(digest);
         let file = match OpenOptions::new()
             .read(true)
@@ -92,22 +174,45 @@ impl BlobStore {
         {
             Ok(file) => file,
             Err(error) if fsx::is_not_found(&error) => {
-                return Err(StoreError::NotFound(digest.clone()))
+                return match self.usable_recipe(digest)? {
+                    Some((maker, file)) => {
+                        let made = MadeBlob::start(maker, file.recipe)
+                            .map_err(|e| StoreError::io(&self.recipe_path(digest), e))?;
+                        Ok(VerifiedReader::new(BlobReader::Made(made), digest.clone()))
+                    }
+                    None => Err(StoreError::NotFound(digest.clone())),
+                };
             }
             Err(error) => return Err(StoreError::io(&path, error)),
         };
         if !file.metadata().at(&path)?.is_file() {
             return Err(StoreError::corrupt(&path, "blob is not a regular file"));
         }
-        Ok(VerifiedReader::new(file, digest.clone()))
+        Ok(VerifiedReader::new(BlobReader::File(file), digest.clone()))
+    }
+
+    /// The blob as a file, for readers that need to seek (uploads): a blob kept as a recipe is
+    /// made and stored as a file first (verified). The file's content is not checked here.
+    pub fn open_file(&self, digest: &Digest) -> Result<File, StoreError> {
+        if !self.has_file(digest) && self.usable_recipe(digest)?.is_some() {
+            let mut made = self.open(digest)?;
+            let mut writer = self.writer()?;
+            io::copy(&mut made, &mut writer)
+                .map_err(|e| StoreError::from_read_error(&self.recipe_path(digest), e))?;
+            writer.commit_expecting(digest)?;
+        }
+        match self.open(digest)?.into_inner() {
+            BlobReader::File(file) => Ok(file),
+            BlobReader::Made(_) => Err(StoreError::NotFound(digest.clone())),
+        }
     }
 
     /// Reads a small blob (a manifest, a config) whole, verified. Fails with
     /// [`StoreError::TooLarge`] without reading it if it is bigger than `limit` bytes.
     pub fn read_to_vec(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>, StoreError> {
         let path = self.path(digest);
+        let size = self.size(digest)?;
         let reader = self.open(digest)?;
-        let size = reader.get_ref().metadata().at(&path)?.len();
         if size > limit {
             return Err(StoreError::TooLarge {
                 digest: digest.clone(),
@@ -132,9 +237,16 @@ impl BlobStore {
         Ok(bytes)
     }
 
-    /// Deletes the blob. [`StoreError::NotFound`] if it is absent.
+    /// Deletes the blob (its file and its recipe). [`StoreError::NotFound`] if it is absent.
     pub fn remove(&self, digest: &Digest) -> Result<(), StoreError> {
         let path = self.path(digest);
+        let recipe = self.recipe_path(digest);
+        if recipe.is_file() {
+            blob_recipe::remove_recipe(&recipe)?;
+            if !self.has_file(digest) {
+                return Ok(());
+            }
+        }
         match fs::remove_file(&path) {
             Ok(()) => fsx::sync_dir(&self.dir),
             Err(error) if fsx::is_not_found(&error) => Err(StoreError::NotFound(digest.clone())),
@@ -142,19 +254,28 @@ impl BlobStore {
         }
     }
 
-    /// Every blob in the store, sorted. Stray files whose names are not digests are skipped.
+    /// Every blob in the store (files and recipes), sorted. Stray files whose names are not
+    /// digests are skipped.
     pub fn list(&self) -> Result<Vec<Digest>, StoreError> {
         let mut digests = Vec::new();
-        for entry in fs::read_dir(&self.dir).at(&self.dir)? {
-            let entry = entry.at(&self.dir)?;
-            let Some(hex) = entry.file_name().to_str().map(str::to_owned) else {
-                continue;
+        for dir in [&self.dir, &self.recipes] {
+            let entries = match fs::read_dir(dir) {
+                Ok(entries) => entries,
+                Err(e) if dir == &self.recipes && fsx::is_not_found(&e) => continue,
+                Err(e) => return Err(StoreError::io(dir, e)),
             };
-            if let Ok(digest) = Digest::parse(&format!("sha256:{hex}")) {
-                digests.push(digest);
+            for entry in entries {
+                let entry = entry.at(dir)?;
+                let Some(hex) = entry.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
+                if let Ok(digest) = Digest::parse(&format!("sha256:{hex}")) {
+                    digests.push(digest);
+                }
             }
         }
         digests.sort();
+        digests.dedup();
         Ok(digests)
     }
 }

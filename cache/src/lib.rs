@@ -9,6 +9,7 @@
 //! whole under [`Store::lock_shared`] (builds) and [`Store::lock_exclusive`] (prune).
 
 mod blob;
+pub mod blob_recipe;
 mod digest;
 mod error;
 mod file_index;
@@ -22,6 +23,7 @@ mod store;
 use std::path::PathBuf;
 
 pub use blob::{BlobStore, BlobWriter};
+pub use blob_recipe::{BlobMaker, BlobReader};
 pub use digest::{Digest, DigestReader, DigestWriter, VerifiedReader};
 pub use error::StoreError;
 pub use file_index::{FileDigests, FileIndex, FileKey, NoIndex};

@@ -82,7 +82,7 @@ impl Store {
             fsx::ensure_private_dir(dir)?;
         }
 
-        Ok(Store {
+        let store = Store {
             keys: KeyIndex::new(cachekeys, tmp.clone()),
             compressed: KeyIndex::new(compressed, tmp.clone()),
             blobs: BlobStore::new(blobs, tmp.clone()),
@@ -94,7 +94,11 @@ impl Store {
             snapshots: SnapshotStore::new(snapshots, tmp, trash),
             root,
             layout,
-        })
+        };
+        if let Some(factory) = crate::blob_recipe::default_maker() {
+            store.blobs.set_maker(factory(&store));
+        }
+        Ok(store)
     }
 
     /// A fresh private directory inside the store (on the snapshots' filesystem, so what is

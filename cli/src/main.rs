@@ -158,6 +158,8 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse_from(with_default_subcommand(std::env::args_os().collect()));
     let root = cli.root.clone().unwrap_or_else(rbuild_cache::default_root);
+    // Built layers are kept as snapshots plus recipes; every store opened can read them.
+    rbuild_image::use_layer_recipes(None);
     if prints_and_exits(&cli.command) {
         die_on_closed_pipe();
     }

@@ -211,16 +211,16 @@ fn compress_stream<W: Write + Send>(
     let counted = DigestWriter::new(out);
     match opts.compression {
         Compression::None => {
-            let mut hashed = DigestWriter::new(counted);
-            produce(&mut hashed)?;
-            let (counted, diff_id, uncompressed_size) = hashed.finish();
+            // The blob is the tar: one hash serves as both digests.
+            let mut counted = counted;
+            produce(&mut counted)?;
             let (mut out, digest, size) = counted.finish();
             out.flush().io_context(|| "writing layer")?;
             Ok(LayerInfo {
-                diff_id,
+                diff_id: digest.clone(),
                 digest,
                 size,
-                uncompressed_size,
+                uncompressed_size: size,
                 media_type,
             })
         }

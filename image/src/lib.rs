@@ -29,6 +29,7 @@ pub mod images;
 pub mod import;
 pub mod json;
 pub mod layer;
+pub mod layer_recipe;
 pub mod manifest;
 pub mod oci_layout;
 pub mod reference;
@@ -46,6 +47,7 @@ pub use docker_archive::{
 pub use error::ImageError;
 pub use images::{image_from_dir, image_from_dir_with, image_record, tag_image, write_image};
 pub use import::ImportedImage;
+pub use layer_recipe::{layer_recipe, use_layer_recipes};
 pub use layer::{layer_to_store, open_layer, write_layer, Compression, LayerInfo, LayerOptions};
 pub use manifest::{Descriptor, Index, Manifest, ManifestFormat, Platform};
 pub use oci_layout::{export_oci_archive, export_oci_dir, import_oci_archive, import_oci_dir};

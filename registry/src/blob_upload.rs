@@ -77,7 +77,7 @@ impl Repository {
         if self.blob_exists(&descriptor.digest)? {
             return Ok(BlobPush::Exists);
         }
-        let file = store.blobs().open(&descriptor.digest)?.into_inner();
+        let file = store.blobs().open_file(&descriptor.digest)?;
         let on_disk = file
             .metadata()
             .map_err(|e| RegistryError::io(format!("blob {}", descriptor.digest), e))?
