@@ -16,7 +16,9 @@
 //! and renames it into place, so a reader sees the old or the new index, never a mix; it is not
 //! synced (a crash can at worst leave a torn file, which its checksum rejects); a crash leaves a
 //! stale temporary that `remove_stale_temporaries` deletes. [`FileIndex::load`] reads the file
-//! on a thread of its own, while the build walks its context: the first lookup waits for it.
+//! on a thread of its own, while the build walks its context: the first lookup waits for it
+//! ([`FileDigests::ready`] says whether it would). The file is read whole into one buffer and
+//! looked up in place through a table of record numbers: nothing is allocated per entry.
 //!
 //! The index stays bounded by the context: [`FileIndex::save`] keeps only the entries looked up
 //! or stored since it was loaded. Keys carry the ctime, which every change of content, mode,
@@ -25,17 +27,18 @@
 //! sha256 of the content, combined with the xattrs when there are some); the index only keeps
 //! it.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
-use std::hash::{BuildHasherDefault, Hasher};
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 
-use crate::digest::{Digest, DigestReader, DigestWriter};
+use crate::digest::{Digest, DigestWriter};
 use crate::error::{IoResultExt, StoreError};
 use crate::fsx::{self, TempEntry};
 use crate::store::{Store, LAYOUT_DIR};
@@ -77,6 +80,11 @@ pub trait FileDigests: Sync {
     fn get(&self, key: &FileKey) -> Option<[u8; 32]>;
     /// Records the digest of the file `key` names.
     fn put(&self, key: FileKey, digest: [u8; 32]);
+    /// Whether [`FileDigests::get`] answers at once: an index still being read makes it wait,
+    /// and a caller with other work to do may rather ask later.
+    fn ready(&self) -> bool {
+        true
+    }
 }
 
 /// A [`FileDigests`] that remembers nothing: every file is hashed every time.
@@ -108,8 +116,6 @@ const MAX_ENTRIES: u64 = 8 << 20;
 const SHARDS: usize = 16;
 
 type Map = HashMap<FileKey, [u8; 32], KeyHash>;
-/// The entries of an index file.
-type LoadedMap = HashMap<FileKey, Loaded, KeyHash>;
 
 /// Hashes [`FileKey`]s (integers the local filesystem hands out, not attacker-chosen strings)
 /// with one multiply per word instead of SipHash: index maps of 100,000s of keys are built and
@@ -149,11 +155,121 @@ impl Hasher for KeyHasher {
     }
 }
 
-/// An entry read from the index file, and whether this run looked it up.
-#[derive(Debug)]
+/// The entries of an index file as read: its records in one buffer, found through an
+/// open-addressing table of record numbers, and whether this run looked each up. Nothing is
+/// allocated per entry: an index of 100,000s of entries is read on every build.
+#[derive(Debug, Default)]
 struct Loaded {
-    digest: [u8; 32],
-    seen: AtomicBool,
+    /// The file's bytes: `count` records of `RECORD_LEN` bytes from `start`.
+    bytes: Vec<u8>,
+    start: usize,
+    count: usize,
+    /// Record number + 1 per slot, 0 for an empty slot; a power of two long, at least one
+    /// slot in four empty (linear probing).
+    slots: Vec<u32>,
+    /// Per record: looked up in this run.
+    seen: Vec<AtomicBool>,
+}
+
+impl Loaded {
+    /// The `count` records of `bytes` from `start` (fewer than `u32::MAX`); of equal keys the
+    /// last wins.
+    fn new(bytes: Vec<u8>, start: usize, count: usize) -> Option<Loaded> {
+        bytes.get(start..start.checked_add(count.checked_mul(RECORD_LEN)?)?)?;
+        let wanted = count.checked_add(count / 3)?.checked_add(1)?;
+        let slots_len = wanted.checked_next_power_of_two()?;
+        let mut loaded = Loaded {
+            bytes,
+            start,
+            count,
+            slots: vec![0; slots_len],
+            seen: Vec::new(),
+        };
+        for n in 0..count {
+            let key = loaded.key(n)?;
+            let number = u32::try_from(n + 1).ok()?;
+            let slot = loaded.probe(&key);
+            *loaded.slots.get_mut(slot)? = number;
+        }
+        loaded.seen = (0..count).map(|_| AtomicBool::new(false)).collect();
+        Some(loaded)
+    }
+
+    fn record(&self, n: usize) -> Option<&[u8; RECORD_LEN]> {
+        if n >= self.count {
+            return None;
+        }
+        let start = self.start + n * RECORD_LEN;
+        self.bytes.get(start..start + RECORD_LEN)?.try_into().ok()
+    }
+
+    fn key(&self, n: usize) -> Option<FileKey> {
+        decode(self.record(n)?).map(|(key, _)| key)
+    }
+
+    /// The slot that holds `key`, or the empty slot where it would go.
+    fn probe(&self, key: &FileKey) -> usize {
+        let mask = self.slots.len().wrapping_sub(1);
+        let mut hasher = KeyHasher::default();
+        key.hash(&mut hasher);
+        // The multiply leaves the low bits depending on the inputs' low bits only: mixed
+        // (murmur3's finaliser) before they pick the slot, or similar keys cluster.
+        let mut h = hasher.finish();
+        h = (h ^ (h >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h = (h ^ (h >> 33)).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^= h >> 33;
+        let mut slot = (h as usize) & mask;
+        // At least one slot in four is empty: the probe ends.
+        loop {
+            match self.slots.get(slot) {
+                Some(0) | None => return slot,
+                Some(&number) => {
+                    if self.key(number as usize - 1).as_ref() == Some(key) {
+                        return slot;
+                    }
+                }
+            }
+            slot = (slot + 1) & mask;
+        }
+    }
+
+    /// The record number and digest of `key`.
+    ///
+    /// Records are sorted by key, and a walk tends to look files up in inode order (files
+    /// created one after the other, listed by name): the record after the one a thread found
+    /// last is tried first, which turns most lookups into a sequential read instead of two
+    /// random ones (cache and TLB misses are most of a lookup's cost).
+    fn get(&self, key: &FileKey) -> Option<(usize, [u8; 32])> {
+        thread_local! {
+            static NEXT: Cell<usize> = const { Cell::new(0) };
+        }
+        let next = NEXT.get();
+        if let Some((found, digest)) = self.record(next).and_then(decode) {
+            if found == *key {
+                NEXT.set(next + 1);
+                return Some((next, digest));
+            }
+        }
+        let number = *self.slots.get(self.probe(key))?;
+        let n = (number as usize).checked_sub(1)?;
+        let (_, digest) = decode(self.record(n)?)?;
+        NEXT.set(n + 1);
+        Some((n, digest))
+    }
+
+    fn contains_key(&self, key: &FileKey) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// The entries the table holds, and whether each was looked up.
+    fn entries(&self) -> impl Iterator<Item = (FileKey, [u8; 32], bool)> + '_ {
+        self.slots.iter().filter_map(move |&number| {
+            let n = (number as usize).checked_sub(1)?;
+            let (key, digest) = decode(self.record(n)?)?;
+            let seen = self.seen.get(n)?.load(Ordering::Relaxed);
+            Some((key, digest, seen))
+        })
+    }
 }
 
 /// The persistent [`FileDigests`] of one build context (see the [module docs](self)).
@@ -167,9 +283,9 @@ pub struct FileIndex {
     tmp_dir: PathBuf,
     /// What the file held when loaded (looking an entry up marks it seen, without a lock); set
     /// from `loader` on first use.
-    loaded: OnceLock<LoadedMap>,
+    loaded: OnceLock<Loaded>,
     /// The thread reading the file.
-    loader: Mutex<Option<JoinHandle<Option<LoadedMap>>>>,
+    loader: Mutex<Option<JoinHandle<Option<Loaded>>>>,
     /// Digests stored in this run.
     added: Vec<Mutex<Map>>,
     /// Some stored digest replaces a loaded one: lookups must check `added` first.
@@ -216,7 +332,7 @@ impl FileIndex {
 
     /// How many entries the index held when it was loaded.
     pub fn loaded_len(&self) -> usize {
-        self.loaded().len()
+        self.loaded().entries().count()
     }
 
     /// How many entries [`FileIndex::save`] would write: those looked up or stored so far.
@@ -264,10 +380,7 @@ impl FileIndex {
     /// Whether saving would write something other than what was loaded.
     fn changed(&self) -> bool {
         self.added.iter().any(|shard| !lock(shard).is_empty())
-            || self
-                .loaded()
-                .values()
-                .any(|l| !l.seen.load(Ordering::Relaxed))
+            || self.loaded().entries().any(|(_, _, seen)| !seen)
     }
 
     /// The entries of this run, sorted by key (a digest stored in this run wins over a loaded
@@ -279,9 +392,9 @@ impl FileIndex {
         }
         entries.extend(
             self.loaded()
-                .iter()
-                .filter(|(_, l)| l.seen.load(Ordering::Relaxed))
-                .map(|(k, l)| (*k, l.digest)),
+                .entries()
+                .filter(|(_, _, seen)| *seen)
+                .map(|(k, d, _)| (k, d)),
         );
         // Stable: for equal keys the added entry, pushed first, stays first.
         entries.sort_by_key(|a| a.0);
@@ -291,7 +404,7 @@ impl FileIndex {
 
     /// The entries of the file, once the loader thread is done (an index that could not be
     /// read, or whose thread failed, is empty).
-    fn loaded(&self) -> &LoadedMap {
+    fn loaded(&self) -> &Loaded {
         self.loaded.get_or_init(|| {
             let handle = self
                 .loader
@@ -317,11 +430,28 @@ impl FileDigests for FileIndex {
                 return Some(*digest);
             }
         }
-        if let Some(loaded) = self.loaded().get(key) {
-            loaded.seen.store(true, Ordering::Relaxed);
-            return Some(loaded.digest);
+        let loaded = self.loaded();
+        if let Some((n, digest)) = loaded.get(key) {
+            if let Some(seen) = loaded.seen.get(n) {
+                seen.store(true, Ordering::Relaxed);
+            }
+            return Some(digest);
         }
         lock(self.shard(key)).get(key).copied()
+    }
+
+    fn ready(&self) -> bool {
+        if self.loaded.get().is_some() {
+            return true;
+        }
+        let finished = match self.loader.try_lock() {
+            Ok(loader) => loader.as_ref().is_none_or(JoinHandle::is_finished),
+            Err(_) => false,
+        };
+        if finished {
+            self.loaded();
+        }
+        finished
     }
 
     fn put(&self, key: FileKey, digest: [u8; 32]) {
@@ -342,8 +472,9 @@ fn lock(shard: &Mutex<Map>) -> MutexGuard<'_, Map> {
 }
 
 /// The entries of the index file at `path`, or `None` if it is missing or not a valid index.
-fn read_index(path: &Path) -> Option<LoadedMap> {
-    let file = OpenOptions::new()
+/// The file is read whole into one buffer and checked before any entry is used.
+fn read_index(path: &Path) -> Option<Loaded> {
+    let mut file = OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)
@@ -352,33 +483,32 @@ fn read_index(path: &Path) -> Option<LoadedMap> {
     if !md.is_file() {
         return None;
     }
-    let mut input = DigestReader::new(BufReader::with_capacity(256 * 1024, file));
-    let mut header = [0u8; HEADER_LEN];
-    input.read_exact(&mut header).ok()?;
+    let max_len = (HEADER_LEN + TRAILER_LEN) as u64 + MAX_ENTRIES * RECORD_LEN as u64;
+    if md.len() < (HEADER_LEN + TRAILER_LEN) as u64 || md.len() > max_len {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(md.len()).ok()? + 1);
+    // One byte more than the file should hold: a file that grew since is seen as such.
+    (&mut file)
+        .take(md.len() + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    if bytes.len() as u64 != md.len() {
+        return None;
+    }
+    let (header, rest) = bytes.split_at_checked(HEADER_LEN)?;
     if &header[..MAGIC.len()] != MAGIC {
         return None;
     }
-    let count = u64::from_le_bytes(header[MAGIC.len()..].try_into().ok()?);
-    if count > MAX_ENTRIES {
+    let count = u64::from_le_bytes(header.get(MAGIC.len()..)?.try_into().ok()?);
+    if count > MAX_ENTRIES || rest.len() as u64 != count * RECORD_LEN as u64 + TRAILER_LEN as u64 {
         return None;
     }
-    let expected_len = (HEADER_LEN + TRAILER_LEN) as u64 + count * RECORD_LEN as u64;
-    if md.len() != expected_len {
+    let (body, trailer) = bytes.split_at_checked(bytes.len() - TRAILER_LEN)?;
+    if Digest::of_bytes(body) != Digest::from_sha256(trailer.try_into().ok()?) {
         return None;
     }
-    let mut map =
-        LoadedMap::with_capacity_and_hasher(usize::try_from(count).ok()?, KeyHash::default());
-    let mut record = [0u8; RECORD_LEN];
-    for _ in 0..count {
-        input.read_exact(&mut record).ok()?;
-        let (key, digest) = decode(&record)?;
-        let seen = AtomicBool::new(false);
-        map.insert(key, Loaded { digest, seen });
-    }
-    let (mut inner, checksum, _) = input.finish();
-    let mut trailer = [0u8; TRAILER_LEN];
-    inner.read_exact(&mut trailer).ok()?;
-    (checksum == Digest::from_sha256(trailer)).then_some(map)
+    Loaded::new(bytes, HEADER_LEN, usize::try_from(count).ok()?)
 }
 
 fn encode(key: &FileKey, digest: &[u8; 32]) -> [u8; RECORD_LEN] {

@@ -21,7 +21,12 @@
 //! hashes with it.
 //!
 //! **Cost.** Directories are walked in parallel (rayon) and an ignored or excluded directory
-//! whose contents cannot be re-included is never opened. Files are read through the source
+//! whose contents cannot be re-included is never opened. Each directory is opened once (from
+//! its parent's fd), read with `getdents64` into one buffer of names, and its entries are
+//! `statx`ed by name relative to it; the entries of one directory live in one vector with
+//! their names in one buffer, and a subdirectory's entries hang below its entry, so a walk
+//! allocates per directory, not per entry, and the listing is folded depth first from that
+//! tree. Files are read through the source
 //! [`Root`] (`openat2` confinement, as `copy` reads them), streamed through sha256 in fixed
 //! buffers, also in parallel. A [`FileDigests`] index is asked first by each file's identity
 //! ([`FileKey`]: device, inode, size, mtime, ctime), so an unchanged file is only `lstat`ed; a
@@ -31,7 +36,8 @@
 //! timestamp" problem), so recently changed files are simply re-read next time.
 
 use std::cell::RefCell;
-use std::ffi::OsString;
+use std::collections::HashMap;
+use std::ffi::{CStr, OsString};
 use std::fs::Metadata;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
@@ -111,27 +117,31 @@ pub fn checksum(
     let sel = Selection::new(op, src)?;
     let groups = sel.plan()?;
 
-    // 1. What is selected, item by item, in copy's order.
+    // 1. What is selected, item by item, in copy's order (the digests the index already has
+    //    are looked up on the way).
     let mut listed: Vec<Listed> = Vec::new();
     for (group, items) in groups.iter().enumerate() {
         listed.push(Listed::Group(group as u64));
         for item in items {
-            if let Some(l) = list_item(&sel, item)? {
+            if let Some(l) = list_item(&sel, item, digests)? {
                 listed.push(l);
             }
         }
     }
 
-    // 2. File digests and symlink targets, in parallel.
+    // 2. The other file digests and symlink targets, in parallel.
     let counters = Counters::default();
-    let mut work: Vec<&mut Entry> = Vec::new();
+    let mut work: Vec<Pending<'_>> = Vec::new();
     for l in &mut listed {
-        if let Listed::Local { entries, .. } = l {
-            work.extend(entries.iter_mut());
+        if let Listed::Local { top, .. } = l {
+            link_groups(top);
+            pending(top, &mut work);
         }
     }
-    work.par_iter_mut()
-        .try_for_each(|entry| fill_detail(src, entry, digests, started - SETTLE_NS, &counters))?;
+    if !work.is_empty() {
+        work.par_iter_mut()
+            .try_for_each(|p| fill_detail(src, p, digests, started - SETTLE_NS, &counters))?;
+    }
     drop(work);
 
     // 3. The canonical listing, folded in order.
@@ -163,35 +173,32 @@ pub fn checksum(
             }
             Listed::Local {
                 kind,
-                src_base,
                 placed_base,
                 parent_dirs,
-                entries,
+                top,
             } => {
                 out.tag(b'L');
                 out.tag(*kind);
-                out.path(placed_base, &[]);
+                let mut path = Vec::new();
+                for c in &placed_base.0 {
+                    path.extend_from_slice(c.as_bytes());
+                    path.push(b'/');
+                }
+                out.path(&path);
                 for (part, meta) in parent_dirs {
                     out.tag(b'd');
-                    out.path(part, &[]);
+                    out.path(&path_bytes(part));
                     out.meta(&sel, meta)?;
                     stats.entries += 1;
                 }
-                for e in entries {
-                    // Placed at `placed_base` + its path below `src_base`.
-                    let below = e.src.0.get(src_base.0.len()..).unwrap_or_default();
-                    out.entry(&sel, (placed_base, below), e)?;
-                    stats.entries += 1;
-                    if matches!(e.detail, Detail::File(_)) {
-                        stats.files += 1;
-                    }
-                }
+                // Each entry is placed at `placed_base` + its path below the source.
+                out.dir(&sel, &mut path, top, &mut stats)?;
                 out.tag(b'E');
             }
         }
     }
     Ok(SourceChecksum {
-        digest: out.hasher.finalize().into(),
+        digest: out.finish(),
         remote_urls,
         stats,
     })
@@ -211,24 +218,72 @@ enum Listed {
         /// `D`: a directory's contents into the destination; `F`: one non-directory, placed by
         /// name; `P`: `--parents`, placed at its kept path.
         kind: u8,
-        /// Where the source is in the source root.
-        src_base: Rel,
         /// Where it is placed, relative to the destination (directory).
         placed_base: Rel,
         /// `--parents`: the kept path's directories, with their source's metadata.
         parent_dirs: Vec<(Rel, Meta)>,
-        /// The entries, in copy's order (depth first, names sorted), all at or below
-        /// `src_base`.
-        entries: Vec<Entry>,
+        /// The entries: for `D` the source directory's, for `F` and `P` the source itself
+        /// (under an empty name: it is placed at `placed_base`), with a `P` directory's
+        /// entries below it.
+        top: Dir,
     },
+}
+
+/// The selected entries of one directory, in `copy`'s order (names sorted); a directory
+/// entry's own entries hang below it, so the whole item is listed depth first without a path
+/// per entry.
+struct Dir {
+    /// Its path in the source root.
+    src: Rel,
+    /// The entries' names, each followed by a NUL (as `statx` was given them).
+    names: Vec<u8>,
+    entries: Vec<Entry>,
 }
 
 /// A selected entry.
 struct Entry {
-    /// Its path in the source root.
-    src: Rel,
+    /// Its name in its directory's `names`: start and length (without the NUL). Empty for a
+    /// source that is placed by its own path.
+    name: (u32, u32),
     meta: Meta,
     detail: Detail,
+    /// A walked directory's entries.
+    below: Option<Box<Dir>>,
+}
+
+impl Dir {
+    /// A directory that holds the one unnamed entry `e`, of path `src`.
+    fn single(src: Rel, e: Entry) -> Dir {
+        Dir {
+            src,
+            names: Vec::new(),
+            entries: vec![e],
+        }
+    }
+
+    /// The name of the entry named by `at`.
+    fn name(&self, at: (u32, u32)) -> &[u8] {
+        let (start, len) = (at.0 as usize, at.1 as usize);
+        self.names.get(start..start + len).unwrap_or_default()
+    }
+}
+
+/// The path in the source root of the entry `name` of the directory `dir`.
+fn src_of(dir: &Rel, name: &[u8]) -> Rel {
+    if name.is_empty() {
+        return dir.clone();
+    }
+    dir.join(std::ffi::OsStr::from_bytes(name))
+}
+
+/// A relative path as the listing has it: each component followed by `/`.
+fn path_bytes(rel: &Rel) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in &rel.0 {
+        out.extend_from_slice(c.as_bytes());
+        out.push(b'/');
+    }
+    out
 }
 
 /// What the listing needs of an entry's `lstat` (a `std::fs::Metadata` is twice as big, and
@@ -302,16 +357,21 @@ enum Detail {
     LinkTo(usize),
 }
 
-fn entry(src: Rel, meta: Meta) -> Entry {
+fn entry(meta: Meta) -> Entry {
     Entry {
-        src,
+        name: (0, 0),
         meta,
         detail: Detail::None,
+        below: None,
     }
 }
 
 /// Lists one item as `copy` would copy it (`None`: excluded whole, nothing copied).
-fn list_item(sel: &Selection<'_>, item: &Item) -> Result<Option<Listed>, ExecError> {
+fn list_item(
+    sel: &Selection<'_>,
+    item: &Item,
+    digests: &dyn FileDigests,
+) -> Result<Option<Listed>, ExecError> {
     let (lexical, display, from_wildcard, parents) = match item {
         Item::Url(url) => return Ok(Some(Listed::Url(url.clone()))),
         Item::Heredoc(name, content) => {
@@ -338,8 +398,9 @@ fn list_item(sel: &Selection<'_>, item: &Item) -> Result<Option<Listed>, ExecErr
     else {
         return Ok(None);
     };
+    let walker = Walker { sel, digests };
     let mut parent_dirs = Vec::new();
-    let (kind, placed_base, mut entries) = match parents {
+    let (kind, placed_base, top) = match parents {
         Some(kept) if kept.is_root() => {
             if !md.is_dir() {
                 return Err(ExecError::CannotReplaceDir {
@@ -349,7 +410,7 @@ fn list_item(sel: &Selection<'_>, item: &Item) -> Result<Option<Listed>, ExecErr
             (
                 b'D',
                 Rel::root(),
-                walk(sel, &Pos::top(phys.clone(), Rel::root()))?,
+                walker.walk(&Pos::top(phys.clone(), Rel::root()))?,
             )
         }
         Some(kept) => {
@@ -362,188 +423,395 @@ fn list_item(sel: &Selection<'_>, item: &Item) -> Result<Option<Listed>, ExecErr
                     parent_dirs.push((part, Meta::from_std(&dir_md)));
                 }
             }
-            let mut entries = Vec::new();
-            if !md.file_type().is_socket() {
-                let is_dir = md.is_dir();
-                entries.push(entry(phys.clone(), Meta::from_std(&md)));
-                if is_dir {
-                    entries.extend(walk(sel, &Pos::top(phys.clone(), kept.clone()))?);
+            let top = if md.file_type().is_socket() {
+                Dir::single(phys.clone(), entry(Meta::from_std(&md))).emptied()
+            } else {
+                let mut e = entry(Meta::from_std(&md));
+                if md.is_dir() {
+                    e.below = Some(Box::new(
+                        walker.walk(&Pos::top(phys.clone(), kept.clone()))?,
+                    ));
                 }
-            }
-            (b'P', kept.clone(), entries)
+                Dir::single(phys.clone(), e)
+            };
+            (b'P', kept.clone(), top)
         }
         None if md.is_dir() => (
             b'D',
             Rel::root(),
-            walk(sel, &Pos::top(phys.clone(), Rel::root()))?,
+            walker.walk(&Pos::top(phys.clone(), Rel::root()))?,
         ),
         None => {
-            let entries = if md.file_type().is_socket() {
-                Vec::new()
+            let top = Dir::single(phys.clone(), entry(Meta::from_std(&md)));
+            let top = if md.file_type().is_socket() {
+                top.emptied()
             } else {
-                vec![entry(phys.clone(), Meta::from_std(&md))]
+                top
             };
-            (b'F', Rel(vec![name]), entries)
+            (b'F', Rel(vec![name]), top)
         }
     };
-    link_groups(&mut entries);
     Ok(Some(Listed::Local {
         kind,
-        src_base: phys,
         placed_base,
         parent_dirs,
-        entries,
+        top,
     }))
 }
 
-/// The entries below the directory at `dir`, depth first with names sorted: `copy`'s order.
-/// Entries are looked at in parallel, subdirectories walked in parallel.
-///
-/// The directory is opened once beneath the source root (`openat2(RESOLVE_IN_ROOT)`, as
-/// `copy` reads it) and its entries are `statx`ed and `readlinkat`ed relative to that fd by
-/// their single-component names, never following a final symlink: one system call per entry,
-/// where a path from the root costs three, and nothing outside the directory is reachable.
-fn walk(sel: &Selection<'_>, dir: &Pos) -> Result<Vec<Entry>, ExecError> {
-    let chunks = walk_chunks(sel, dir)?;
-    let mut out = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
-    for chunk in chunks {
-        out.extend(chunk);
+impl Dir {
+    /// The same directory without entries (`copy` skips a socket source).
+    fn emptied(mut self) -> Dir {
+        self.entries.clear();
+        self
     }
-    Ok(out)
 }
 
-/// [`walk`]'s entries as runs, in order. Runs are joined only once, at the top: joining the
-/// vectors of a subtree into its parent's at every level (and at every merge of the parallel
-/// fold) would copy each entry once per level.
-fn walk_chunks(sel: &Selection<'_>, dir: &Pos) -> Result<Vec<Vec<Entry>>, ExecError> {
-    let (fd, names) = open_dir(sel, &dir.src)?;
-    // Entries are appended to the last run; a subdirectory's runs are moved in whole.
-    fn push(out: &mut Vec<Vec<Entry>>, e: Entry) {
-        match out.last_mut() {
-            Some(run) => run.push(e),
-            None => out.push(vec![e]),
-        }
+/// Entries stat'ed one after the other before the rest of a directory is split between
+/// threads: more than this, and a directory's entries are stat'ed in parallel runs of it.
+const STAT_RUN: usize = 512;
+
+/// getdents64 buffer per thread.
+const DENTS_BUF: usize = 32 * 1024;
+
+/// The walk of one item's directories.
+struct Walker<'s, 'a> {
+    sel: &'s Selection<'a>,
+    digests: &'s dyn FileDigests,
+}
+
+impl Walker<'_, '_> {
+    /// The entries below the directory at `dir`, depth first with names sorted: `copy`'s
+    /// order. Subdirectories are walked in parallel, and a big directory's entries are looked
+    /// at in parallel runs.
+    ///
+    /// Each directory is opened once — the top one beneath the source root
+    /// (`openat2(RESOLVE_IN_ROOT)`, as `copy` reads it), the others by name from their
+    /// parent's fd, never following a symlink — read with `getdents64` into one buffer, and
+    /// its entries are `statx`ed and `readlinkat`ed relative to that fd by their
+    /// single-component names, never following a final symlink: one system call per entry,
+    /// where a path from the root costs three, and nothing outside the directory is
+    /// reachable. A regular file's digest is taken from the index when the index is ready
+    /// (the others are filled in after the walk).
+    fn walk(&self, dir: &Pos) -> Result<Dir, ExecError> {
+        let fd = open_dir(self.sel, &dir.src)?;
+        self.walk_open(dir, &fd)
     }
-    names
-        .par_iter()
-        .try_fold(
-            Vec::new,
-            |mut out, name| -> Result<Vec<Vec<Entry>>, ExecError> {
-                let shown =
-                    sel.child_with(dir, name, |src| stat_at(&fd, name, src), Meta::is_dir)?;
-                let Child::Shown(child, meta) = shown else {
-                    return Ok(out);
-                };
-                match meta.file_type() {
-                    // `copy` skips sockets (a layer cannot hold them).
-                    FileType::Socket => {}
-                    FileType::Directory => {
-                        let below = walk_chunks(sel, &child)?;
-                        push(&mut out, entry(child.src, meta));
-                        out.extend(below);
-                    }
-                    FileType::Symlink => {
-                        let target = rustix::fs::readlinkat(&fd, name.as_os_str(), Vec::new())
-                            .map_err(|e| {
-                                ExecError::io(
-                                    "readlink",
-                                    Side::Source,
-                                    child.src.display(),
-                                    e.into(),
-                                )
-                            })?;
-                        push(
-                            &mut out,
-                            Entry {
-                                src: child.src,
-                                meta,
-                                detail: Detail::Target(target.into_bytes()),
-                            },
-                        );
-                    }
-                    _ => push(&mut out, entry(child.src, meta)),
+
+    /// [`Walker::walk`] of the directory `dir`, open as `fd`.
+    fn walk_open(&self, dir: &Pos, fd: &OwnedFd) -> Result<Dir, ExecError> {
+        let (names, order) = match read_names(fd) {
+            Ok(found) => found,
+            Err(e) => return Err(dir_error(self.sel, &dir.src, e)),
+        };
+        // Filters that can hide an entry: each entry then goes through `copy`'s decision.
+        let filtered =
+            self.sel.src.ignore.is_some_and(|m| !m.is_empty()) || self.sel.exclude.is_some();
+        let look = |run: &[(u32, u32)]| -> Result<Vec<(Entry, Option<Pos>)>, ExecError> {
+            let mut out = Vec::with_capacity(run.len());
+            for at in run {
+                if let Some(found) = self.look_at(dir, fd, &names, *at, filtered)? {
+                    out.push(found);
                 }
-                Ok(out)
-            },
-        )
-        .try_reduce(Vec::new, |mut a, b| {
-            if a.is_empty() {
-                return Ok(b);
             }
-            a.extend(b);
-            Ok(a)
+            Ok(out)
+        };
+        let looked = if order.len() <= STAT_RUN {
+            look(&order)?
+        } else {
+            let runs = order
+                .par_chunks(STAT_RUN)
+                .map(look)
+                .collect::<Result<Vec<_>, ExecError>>()?;
+            runs.into_iter().flatten().collect()
+        };
+        let mut entries = Vec::with_capacity(looked.len());
+        let mut subdirs = Vec::new();
+        for (e, pos) in looked {
+            if let Some(pos) = pos {
+                subdirs.push((entries.len(), pos));
+            }
+            entries.push(e);
+        }
+        let walked = subdirs
+            .par_iter()
+            .map(|(i, pos)| {
+                let at = entries.get(*i).map_or((0, 0), |e| e.name);
+                let child =
+                    match names_cstr(&names, at).and_then(|name| open_child_dir(fd, name).ok()) {
+                        Some(child) => child,
+                        // The same failure through `copy`'s own path, for its message.
+                        None => open_dir(self.sel, &pos.src)?,
+                    };
+                self.walk_open(pos, &child)
+            })
+            .collect::<Result<Vec<Dir>, ExecError>>()?;
+        for ((i, _), below) in subdirs.iter().zip(walked) {
+            if let Some(e) = entries.get_mut(*i) {
+                e.below = Some(Box::new(below));
+            }
+        }
+        Ok(Dir {
+            src: dir.src.clone(),
+            names,
+            entries,
         })
+    }
+
+    /// The entry named by `at` in `names` of the directory `dir` (open as `fd`): `None` when
+    /// it is gone, hidden or a socket; with its walk position when it is a directory.
+    fn look_at(
+        &self,
+        dir: &Pos,
+        fd: &OwnedFd,
+        names: &[u8],
+        at: (u32, u32),
+        filtered: bool,
+    ) -> Result<Option<(Entry, Option<Pos>)>, ExecError> {
+        let Some(cname) = names_cstr(names, at) else {
+            return Ok(None);
+        };
+        let name = cname.to_bytes();
+        let (meta, pos) = if filtered {
+            let name = std::ffi::OsStr::from_bytes(name).to_os_string();
+            let shown =
+                self.sel
+                    .child_with(dir, &name, |src| stat_at(fd, cname, src), Meta::is_dir)?;
+            let Child::Shown(child, meta) = shown else {
+                return Ok(None);
+            };
+            (meta, Some(child))
+        } else {
+            let Some(meta) = stat_at_named(fd, cname, &dir.src)? else {
+                return Ok(None);
+            };
+            (meta, None)
+        };
+        let mut e = Entry {
+            name: at,
+            meta,
+            detail: Detail::None,
+            below: None,
+        };
+        match meta.file_type() {
+            // `copy` skips sockets (a layer cannot hold them).
+            FileType::Socket => return Ok(None),
+            FileType::Directory => {
+                let pos = match pos {
+                    Some(pos) => pos,
+                    None => {
+                        let name = std::ffi::OsStr::from_bytes(name).to_os_string();
+                        self.sel.src.child(dir, &name, None).0
+                    }
+                };
+                return Ok(Some((e, Some(pos))));
+            }
+            FileType::Symlink => {
+                let target = rustix::fs::readlinkat(fd, cname, Vec::new()).map_err(|err| {
+                    ExecError::io(
+                        "readlink",
+                        Side::Source,
+                        src_of(&dir.src, name).display(),
+                        err.into(),
+                    )
+                })?;
+                e.detail = Detail::Target(target.into_bytes());
+            }
+            // Hardlinked files wait for `link_groups`: only the first of a group is hashed.
+            FileType::RegularFile if meta.nlink <= 1 && self.digests.ready() => {
+                if let Some(digest) = self.digests.get(&meta.key) {
+                    e.detail = Detail::File(digest);
+                }
+            }
+            _ => {}
+        }
+        Ok(Some((e, None)))
+    }
 }
 
-/// Opens the directory `src` beneath the source root and lists it (names sorted, as
-/// [`Root::read_dir`] does). Failures are reported exactly as `copy` reports them.
-fn open_dir(sel: &Selection<'_>, src: &Rel) -> Result<(OwnedFd, Vec<OsString>), ExecError> {
+/// The name at `at` in a directory's `names`, with its NUL.
+fn names_cstr(names: &[u8], at: (u32, u32)) -> Option<&CStr> {
+    let (start, len) = (at.0 as usize, at.1 as usize);
+    CStr::from_bytes_with_nul(names.get(start..start + len + 1)?).ok()
+}
+
+/// A directory's names, each followed by a NUL in one buffer, and where each is (start,
+/// length) in name order.
+type Names = (Vec<u8>, Vec<(u32, u32)>);
+
+/// The names in the directory open as `fd` (without `.` and `..`), sorted as
+/// [`Root::read_dir`] sorts them.
+fn read_names(fd: &OwnedFd) -> Result<Names, Errno> {
+    thread_local! {
+        static DENTS: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(DENTS_BUF));
+    }
+    let mut names = Vec::new();
+    let mut order = Vec::new();
+    DENTS.with(|buf| -> Result<(), Errno> {
+        let mut buf = buf.borrow_mut();
+        let mut dents = rustix::fs::RawDir::new(fd, buf.spare_capacity_mut());
+        while let Some(entry) = dents.next() {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes_with_nul();
+            if name == b".\0" || name == b"..\0" {
+                continue;
+            }
+            let start = u32::try_from(names.len()).map_err(|_| Errno::NOMEM)?;
+            let len = u32::try_from(name.len() - 1).map_err(|_| Errno::NAMETOOLONG)?;
+            names.extend_from_slice(name);
+            order.push((start, len));
+        }
+        Ok(())
+    })?;
+    let key = |at: &(u32, u32)| {
+        let (start, len) = (at.0 as usize, at.1 as usize);
+        names.get(start..start + len).unwrap_or_default()
+    };
+    order.sort_unstable_by(|a, b| key(a).cmp(key(b)));
+    Ok((names, order))
+}
+
+/// Opens the subdirectory `name` of the directory open as `dir`, not following a symlink.
+fn open_child_dir(dir: &OwnedFd, name: &CStr) -> Result<OwnedFd, Errno> {
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Opens the directory `src` beneath the source root. Failures are reported exactly as `copy`
+/// reports them.
+fn open_dir(sel: &Selection<'_>, src: &Rel) -> Result<OwnedFd, ExecError> {
     let arg = if src.is_root() {
         std::path::PathBuf::from(".")
     } else {
         src.path()
     };
-    let opened = rustix::fs::openat2(
+    rustix::fs::openat2(
         sel.src.root.as_fd(),
         &arg,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
         ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
     )
-    .and_then(|fd| {
-        let mut names = Vec::new();
-        for entry in rustix::fs::Dir::read_from(&fd)? {
-            let entry = entry?;
-            let name = entry.file_name().to_bytes();
-            if name != b"." && name != b".." {
-                names.push(std::ffi::OsStr::from_bytes(name).to_os_string());
-            }
-        }
-        names.sort();
-        Ok((fd, names))
-    });
-    match opened {
-        Ok(found) => Ok(found),
-        // The same failure through `copy`'s own path, for its message.
-        Err(e) => match sel.src.read_dir(src) {
-            Err(copy_error) => Err(copy_error),
-            Ok(_) => Err(ExecError::io(
-                "read directory",
-                Side::Source,
-                src.display(),
-                e.into(),
-            )),
-        },
+    .map_err(|e| dir_error(sel, src, e))
+}
+
+/// A failure to open or read the directory `src`: the same failure through `copy`'s own path,
+/// for its message.
+fn dir_error(sel: &Selection<'_>, src: &Rel, e: Errno) -> ExecError {
+    match sel.src.read_dir(src) {
+        Err(copy_error) => copy_error,
+        Ok(_) => ExecError::io("read directory", Side::Source, src.display(), e.into()),
     }
 }
 
 /// `lstat` of the entry `name` of the directory `dir` (whose path in the source root is `src`);
 /// `None` when it is gone.
-fn stat_at(dir: &OwnedFd, name: &OsString, src: &Rel) -> Result<Option<Meta>, ExecError> {
-    match rustix::fs::statx(
-        dir,
-        name.as_os_str(),
-        AtFlags::SYMLINK_NOFOLLOW,
-        StatxFlags::BASIC_STATS,
-    ) {
+fn stat_at(dir: &OwnedFd, name: &CStr, src: &Rel) -> Result<Option<Meta>, ExecError> {
+    match statx_at(dir, name) {
         Ok(st) => Ok(Some(Meta::from_statx(&st))),
         Err(Errno::NOENT | Errno::NOTDIR) => Ok(None),
         Err(e) => Err(ExecError::io("stat", Side::Source, src.display(), e.into())),
     }
 }
 
-/// Marks the regular files linked to an earlier entry of the same item, as `copy` links them.
-fn link_groups(entries: &mut [Entry]) {
-    let mut first = std::collections::HashMap::new();
-    for (i, e) in entries.iter_mut().enumerate() {
-        if e.meta.is_file() && e.meta.nlink > 1 {
-            let id = (e.meta.key.dev, e.meta.key.ino);
-            match first.get(&id) {
-                Some(j) => e.detail = Detail::LinkTo(*j),
-                None => {
-                    first.insert(id, i);
+/// [`stat_at`] of the entry `name` of the directory at `dir_src` (its path only made for an
+/// error).
+fn stat_at_named(dir: &OwnedFd, name: &CStr, dir_src: &Rel) -> Result<Option<Meta>, ExecError> {
+    match statx_at(dir, name) {
+        Ok(st) => Ok(Some(Meta::from_statx(&st))),
+        Err(Errno::NOENT | Errno::NOTDIR) => Ok(None),
+        Err(e) => Err(ExecError::io(
+            "stat",
+            Side::Source,
+            src_of(dir_src, name.to_bytes()).display(),
+            e.into(),
+        )),
+    }
+}
+
+/// `statx` of `name` in `dir`, not following a final symlink, for the fields [`Meta`] keeps.
+fn statx_at(dir: &OwnedFd, name: &CStr) -> Result<rustix::fs::Statx, Errno> {
+    rustix::fs::statx(
+        dir,
+        name,
+        AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::TYPE
+            | StatxFlags::MODE
+            | StatxFlags::NLINK
+            | StatxFlags::UID
+            | StatxFlags::GID
+            | StatxFlags::MTIME
+            | StatxFlags::CTIME
+            | StatxFlags::INO
+            | StatxFlags::SIZE,
+    )
+}
+
+/// Marks the regular files linked to an earlier entry of the same item, as `copy` links them
+/// (entries are numbered in listing order).
+fn link_groups(top: &mut Dir) {
+    fn visit(dir: &mut Dir, next: &mut usize, first: &mut HashMap<(u64, u64), usize>) {
+        for e in &mut dir.entries {
+            let i = *next;
+            *next += 1;
+            if e.meta.is_file() && e.meta.nlink > 1 {
+                let id = (e.meta.key.dev, e.meta.key.ino);
+                match first.get(&id) {
+                    Some(j) => e.detail = Detail::LinkTo(*j),
+                    None => {
+                        first.insert(id, i);
+                    }
                 }
             }
+            if let Some(below) = &mut e.below {
+                visit(below, next, first);
+            }
+        }
+    }
+    visit(top, &mut 0, &mut HashMap::new());
+}
+
+/// An entry whose digest or target is still to be found.
+struct Pending<'a> {
+    /// Its path in the source root is this directory's, joined with `name` unless empty.
+    dir: &'a Rel,
+    name: &'a [u8],
+    meta: &'a Meta,
+    detail: &'a mut Detail,
+}
+
+/// Collects the regular files and symlinks of `dir` (and below) that lack their detail.
+fn pending<'a>(dir: &'a mut Dir, out: &mut Vec<Pending<'a>>) {
+    let Dir {
+        src,
+        names,
+        entries,
+    } = dir;
+    for e in entries.iter_mut() {
+        let Entry {
+            name,
+            meta,
+            detail,
+            below,
+        } = e;
+        let ft = meta.file_type();
+        if matches!(detail, Detail::None)
+            && (ft == FileType::RegularFile || ft == FileType::Symlink)
+        {
+            let (start, len) = (name.0 as usize, name.1 as usize);
+            out.push(Pending {
+                dir: src,
+                name: names.get(start..start + len).unwrap_or_default(),
+                meta,
+                detail,
+            });
+        }
+        if let Some(below) = below {
+            pending(below, out);
         }
     }
 }
@@ -557,29 +825,27 @@ struct Counters {
 /// Fills in a file's digest or a symlink's target.
 fn fill_detail(
     root: &Root,
-    e: &mut Entry,
+    p: &mut Pending<'_>,
     digests: &dyn FileDigests,
     settled_before: i128,
     counters: &Counters,
 ) -> Result<(), ExecError> {
-    if !matches!(e.detail, Detail::None) {
-        return Ok(());
-    }
-    let ft = e.meta.file_type();
+    let src = src_of(p.dir, p.name);
+    let ft = p.meta.file_type();
     if ft == FileType::RegularFile {
-        e.detail = Detail::File(file_digest(
+        *p.detail = Detail::File(file_digest(
             root,
-            &e.src,
-            &e.meta.key,
+            &src,
+            &p.meta.key,
             digests,
             settled_before,
             counters,
         )?);
     } else if ft == FileType::Symlink {
         let target = root
-            .read_link(e.src.path())
-            .map_err(|err| ExecError::fs(Side::Source, e.src.display(), err))?;
-        e.detail = Detail::Target(target.into_os_string().into_vec());
+            .read_link(src.path())
+            .map_err(|err| ExecError::fs(Side::Source, src.display(), err))?;
+        *p.detail = Detail::Target(target.into_os_string().into_vec());
     }
     Ok(())
 }
@@ -650,43 +916,54 @@ fn with_xattrs(content: [u8; 32], mut xattrs: Vec<(OsString, Vec<u8>)>) -> [u8; 
         l.bytes(name.as_bytes());
         l.bytes(value);
     }
-    l.hasher.finalize().into()
+    l.finish()
 }
 
 /// The listing being hashed: every field of fixed size or length-prefixed, so no two listings
-/// share an encoding.
+/// share an encoding. Fields are gathered in a buffer and hashed in large pieces.
 #[derive(Default)]
 struct Listing {
     hasher: Sha256,
+    buf: Vec<u8>,
 }
 
+/// Bytes gathered before [`Listing`] hashes them.
+const LISTING_BUF: usize = 64 * 1024;
+
 impl Listing {
+    fn raw(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= LISTING_BUF {
+            self.hasher.update(&self.buf);
+            self.buf.clear();
+        }
+    }
+
+    fn finish(mut self) -> [u8; 32] {
+        self.hasher.update(&self.buf);
+        self.hasher.finalize().into()
+    }
+
     fn tag(&mut self, t: u8) {
-        self.hasher.update([t]);
+        self.raw(&[t]);
     }
 
     fn u32(&mut self, v: u32) {
-        self.hasher.update(v.to_le_bytes());
+        self.raw(&v.to_le_bytes());
     }
 
     fn u64(&mut self, v: u64) {
-        self.hasher.update(v.to_le_bytes());
+        self.raw(&v.to_le_bytes());
     }
 
     fn bytes(&mut self, b: &[u8]) {
         self.u64(b.len() as u64);
-        self.hasher.update(b);
+        self.raw(b);
     }
 
-    /// A relative path (`base` then `more`), each component followed by `/`.
-    fn path(&mut self, base: &Rel, more: &[OsString]) {
-        let comps = || base.0.iter().chain(more);
-        let len: usize = comps().map(|c| c.len() + 1).sum();
-        self.u64(len as u64);
-        for c in comps() {
-            self.hasher.update(c.as_bytes());
-            self.hasher.update(b"/");
-        }
+    /// A relative path, given as its components each followed by `/`.
+    fn path(&mut self, p: &[u8]) {
+        self.bytes(p);
     }
 
     /// Mode (after `--chmod`) and owner (after `--chown`) of a copied entry.
@@ -699,35 +976,66 @@ impl Listing {
         Ok(())
     }
 
-    /// An entry placed at `placed` (a base and the components below it).
+    /// The entries of `dir` and below, in order; `path` is where `dir` is placed (components
+    /// each followed by `/`), and is given back as it came.
+    fn dir(
+        &mut self,
+        sel: &Selection<'_>,
+        path: &mut Vec<u8>,
+        dir: &Dir,
+        stats: &mut ChecksumStats,
+    ) -> Result<(), ExecError> {
+        for e in &dir.entries {
+            let len = path.len();
+            let name = dir.name(e.name);
+            if !name.is_empty() {
+                path.extend_from_slice(name);
+                path.push(b'/');
+            }
+            self.entry(sel, path, e, (&dir.src, name))?;
+            stats.entries += 1;
+            if matches!(e.detail, Detail::File(_)) {
+                stats.files += 1;
+            }
+            if let Some(below) = &e.below {
+                self.dir(sel, path, below, stats)?;
+            }
+            path.truncate(len);
+        }
+        Ok(())
+    }
+
+    /// An entry placed at `placed` (components each followed by `/`); `src` is its directory's
+    /// path and its name (for a message).
     fn entry(
         &mut self,
         sel: &Selection<'_>,
-        placed: (&Rel, &[OsString]),
+        placed: &[u8],
         e: &Entry,
+        src: (&Rel, &[u8]),
     ) -> Result<(), ExecError> {
         let ft = e.meta.file_type();
         match &e.detail {
             Detail::LinkTo(first) => {
                 // `copy` makes a hardlink: no metadata of its own.
                 self.tag(b'h');
-                self.path(placed.0, placed.1);
+                self.path(placed);
                 self.u64(*first as u64);
                 Ok(())
             }
             Detail::File(digest) => {
                 self.tag(b'f');
-                self.path(placed.0, placed.1);
+                self.path(placed);
                 self.meta(sel, &e.meta)?;
                 self.u64(e.meta.key.size);
-                self.hasher.update(digest);
+                self.raw(digest);
                 Ok(())
             }
             Detail::Target(target) => {
                 // A symlink's mode is not copied; its owner is.
                 let (uid, gid) = sel.owner_of(e.meta.uid, e.meta.gid);
                 self.tag(b'l');
-                self.path(placed.0, placed.1);
+                self.path(placed);
                 self.u32(uid);
                 self.u32(gid);
                 self.bytes(target);
@@ -739,10 +1047,10 @@ impl Listing {
                     FileType::Fifo => b'p',
                     FileType::CharacterDevice => b'c',
                     FileType::BlockDevice => b'b',
-                    _ => return unreachable_detail(&e.src),
+                    _ => return unreachable_detail(&src_of(src.0, src.1)),
                 };
                 self.tag(t);
-                self.path(placed.0, placed.1);
+                self.path(placed);
                 self.meta(sel, &e.meta)?;
                 if t == b'c' || t == b'b' {
                     let rdev = e.meta.rdev;
