@@ -710,13 +710,11 @@ impl StageRun<'_> {
         done: &BTreeMap<usize, StageImage>,
         origin: Option<Origin<'_>>,
     ) -> Result<Option<StageLayer>, BuildError> {
+        if let Some(origin) = origin {
+            return self.context_copy(step, sc, layers, origin);
+        }
         let store = self.store;
         let work = store.work_dir("step")?;
-        let parent_chain = layers.last().map(|l| &l.chain_id);
-        let mut journal = match &origin {
-            Some(o) => Some(self.copy_journal(o, parent_chain, work.path())?),
-            None => None,
-        };
         let view = mount_view(store, layers, work.path())?;
         if let Instruction::Run(run) = &step.step.instruction {
             let roots = Roots { run: self, done };
@@ -783,22 +781,72 @@ impl StageRun<'_> {
             },
             &source,
             view.root(),
-            journal.as_mut().map(|j| j as &mut dyn rbuild_executor::CopyJournal),
+            None,
         )?;
-        let layer = self.finish_layer(view, &work, layers, false)?;
-        if let (Some(o), Some(journal), Some(layer)) = (origin, journal, &layer) {
+        self.finish_layer(view, &work, layers, false)
+    }
+
+    /// A context COPY with an origin (see `copy_reuse`): it lists what it copies and, with the
+    /// cache in use, starts from its earlier result. Should that copy fail, it is done again
+    /// from scratch: whatever went wrong, a copy from scratch is the reference.
+    fn context_copy(
+        &self,
+        step: &PlannedStep,
+        sc: &StageConfig,
+        layers: &[StageLayer],
+        origin: Origin<'_>,
+    ) -> Result<Option<StageLayer>, BuildError> {
+        match self.context_copy_once(step, sc, layers, origin.key, origin.use_cache) {
+            Err(_) if origin.use_cache && !rbuild_executor::sandbox::interrupted() => {
+                self.context_copy_once(step, sc, layers, origin.key, false)
+            }
+            result => result,
+        }
+    }
+
+    fn context_copy_once(
+        &self,
+        step: &PlannedStep,
+        sc: &StageConfig,
+        layers: &[StageLayer],
+        origin: &Digest,
+        reuse: bool,
+    ) -> Result<Option<StageLayer>, BuildError> {
+        let store = self.store;
+        let work = store.work_dir("step")?;
+        let parent_chain = layers.last().map(|l| &l.chain_id);
+        let mut journal = self.copy_journal(origin, reuse, parent_chain, work.path())?;
+        let view = mount_view(store, layers, work.path())?;
+        apply_file_step(
+            &FileStep {
+                step,
+                workdir: sc.workdir(),
+                user: &sc.config.config.user,
+            },
+            &SourceRoot::Context {
+                root: self.context,
+                ignore: self.ignore,
+            },
+            view.root(),
+            Some(&mut journal),
+        )?;
+        drop(view);
+        journal.sweep(&work.path().join("upper"))?;
+        let layer = self.commit_upper(&work, layers, false)?;
+        if let Some(layer) = &layer {
             if let Some(listing) = journal.finish() {
-                copy_reuse::remember(store, o.key, &layer.chain_id, parent_chain, listing)?;
+                copy_reuse::remember(store, origin, &layer.chain_id, parent_chain, listing)?;
             }
         }
         Ok(layer)
     }
 
-    /// The journal of a context COPY: its upper dir (`work/upper`) is created and, with the
-    /// cache in use, filled from the step's earlier result when there is one.
+    /// The journal of a context COPY: its upper dir (`work/upper`) is created and, with `reuse`,
+    /// filled from the step's earlier result when there is one.
     fn copy_journal(
         &self,
-        origin: &Origin<'_>,
+        origin: &Digest,
+        reuse: bool,
         parent_chain: Option<&Digest>,
         work: &Path,
     ) -> Result<copy_reuse::ListingJournal, BuildError> {
@@ -807,16 +855,16 @@ impl StageRun<'_> {
             what: format!("creating {}", upper.display()),
             source: e,
         })?;
-        let mut in_place = copy_reuse::InPlace::new();
-        if origin.use_cache {
+        let mut taken = copy_reuse::TakenOver::default();
+        if reuse {
             match copy_reuse::start_from_origin(
                 self.store,
-                origin.key,
+                origin,
                 parent_chain,
                 self.context,
                 &upper,
             ) {
-                Ok(found) => in_place = found.unwrap_or_default(),
+                Ok(found) => taken = found.unwrap_or_default(),
                 Err(e) => {
                     // A full copy instead, into an empty upper dir.
                     self.event(BuildEvent::Warning(format!(
@@ -826,7 +874,7 @@ impl StageRun<'_> {
                 }
             }
         }
-        copy_reuse::ListingJournal::new(self.store, in_place)
+        copy_reuse::ListingJournal::new(self.store, taken)
     }
 
     /// The time of a layer step's history entry: when it ran (a cached step: when it first
@@ -847,13 +895,22 @@ impl StageRun<'_> {
         layers: &[StageLayer],
         keep_empty: bool,
     ) -> Result<Option<StageLayer>, BuildError> {
-        let store = self.store;
         drop(view);
+        self.commit_upper(work, layers, keep_empty)
+    }
+
+    /// [`Self::finish_layer`] once the step's overlay is unmounted.
+    fn commit_upper(
+        &self,
+        work: &rbuild_cache::WorkDir,
+        layers: &[StageLayer],
+        keep_empty: bool,
+    ) -> Result<Option<StageLayer>, BuildError> {
         let upper = work.path().join("upper");
         if !keep_empty && is_empty_dir(&upper)? {
             return Ok(None);
         }
-        let layer = commit_layer(store, &upper, layers.last(), &self.req.layer_options)?;
+        let layer = commit_layer(self.store, &upper, layers.last(), &self.req.layer_options)?;
         Ok(Some(layer))
     }
 }

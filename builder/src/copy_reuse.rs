@@ -32,7 +32,7 @@
 //! Not used for `ADD`, `COPY --from`, `--parents`, heredoc sources, `--no-cache`, nor when the
 //! earlier result holds overlayfs whiteouts or opaque directories (a copy makes none).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -128,12 +128,16 @@ enum Listed {
     Entry { source: Vec<u8>, stamp: SourceStamp },
 }
 
-/// Entries taken over from an earlier result, by target path, with the stamp they were copied
-/// with.
-pub(crate) type InPlace = HashMap<Vec<u8>, SourceStamp>;
+/// What was taken over from an earlier result: entries by target path, with the stamp they
+/// were copied with, and the directories that were copied ones (not the destination's).
+#[derive(Default)]
+pub(crate) struct TakenOver {
+    entries: HashMap<Vec<u8>, SourceStamp>,
+    dirs: HashSet<Vec<u8>>,
+}
 
 /// Fills `upper` (an empty dir) from the earlier result of `origin` on `parent_chain`, if
-/// there is a usable one; returns the entries taken over. `Ok(None)`: no usable earlier result
+/// there is a usable one; returns what was taken over. `Ok(None)`: no usable earlier result
 /// (then `upper` is empty). On an error `upper` may be partly filled: the caller starts over
 /// with a new one.
 pub(crate) fn start_from_origin(
@@ -142,7 +146,7 @@ pub(crate) fn start_from_origin(
     parent_chain: Option<&Digest>,
     context: &Root,
     upper: &Path,
-) -> Result<Option<InPlace>, BuildError> {
+) -> Result<Option<TakenOver>, BuildError> {
     let Some(bytes) = store.cache_keys().get(origin)? else {
         return Ok(None);
     };
@@ -169,11 +173,12 @@ pub(crate) fn start_from_origin(
     let mut clone = Clone {
         listed: &listed,
         context,
-        in_place: InPlace::new(),
+        taken: TakenOver::default(),
         path: Vec::new(),
+        source_dir: None,
     };
     match clone.dir_entries(from.as_fd(), to.as_fd()) {
-        Ok(true) => Ok(Some(clone.in_place)),
+        Ok(true) => Ok(Some(clone.taken)),
         Ok(false) => {
             clear_dir(upper)?;
             Ok(None)
@@ -303,13 +308,36 @@ fn open_dir<P: rustix::path::Arg>(at: impl AsFd, path: P) -> Result<OwnedFd, Err
     )
 }
 
+/// [`SourceStamp::of`] from a raw `stat`.
+fn stamp_of(st: &rfs::Stat) -> Option<SourceStamp> {
+    let kind = FileType::from_raw_mode(st.st_mode);
+    if kind == FileType::Directory || (kind == FileType::RegularFile && st.st_nlink > 1) {
+        return None;
+    }
+    let ns = |sec: i64, nsec: i64| i128::from(sec) * 1_000_000_000 + i128::from(nsec);
+    Some(SourceStamp {
+        key: FileKey {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: u64::try_from(st.st_size).ok()?,
+            mtime_ns: ns(st.st_mtime, st.st_mtime_nsec as i64),
+            ctime_ns: ns(st.st_ctime, st.st_ctime_nsec as i64),
+        },
+        mode: st.st_mode,
+        uid: st.st_uid,
+        gid: st.st_gid,
+    })
+}
+
 /// The walk that takes an earlier result over into a new upper dir.
 struct Clone<'a> {
     listed: &'a HashMap<Vec<u8>, Listed>,
     context: &'a Root,
-    in_place: InPlace,
+    taken: TakenOver,
     /// The target path of the entry being looked at.
     path: Vec<u8>,
+    /// The context directory the last source was in (its path and an `O_PATH` fd).
+    source_dir: Option<(Vec<u8>, OwnedFd)>,
 }
 
 impl Clone<'_> {
@@ -348,17 +376,16 @@ impl Clone<'_> {
         name: &OsStr,
         kind: FileType,
     ) -> Result<bool, Errno> {
-        let st = rfs::statat(from, name, AtFlags::SYMLINK_NOFOLLOW)?;
-        let kind = if kind == FileType::Unknown {
-            FileType::from_raw_mode(st.st_mode)
-        } else {
-            kind
-        };
-        if kind == FileType::Directory {
-            return self.dir(from, to, name, &st);
-        }
-        if kind == FileType::CharacterDevice && st.st_rdev == 0 {
-            return Ok(false); // an overlayfs whiteout
+        // Regular files and symlinks need no stat of their own (the source's stamp decides).
+        if !matches!(kind, FileType::RegularFile | FileType::Symlink) {
+            let st = rfs::statat(from, name, AtFlags::SYMLINK_NOFOLLOW)?;
+            let kind = FileType::from_raw_mode(st.st_mode);
+            if kind == FileType::Directory {
+                return self.dir(from, to, name, &st);
+            }
+            if kind == FileType::CharacterDevice && st.st_rdev == 0 {
+                return Ok(false); // an overlayfs whiteout
+            }
         }
         let Some(Listed::Entry { source, stamp }) = self.listed.get(&self.path) else {
             return Ok(true); // not from the context: made again by the copy if still wanted
@@ -368,7 +395,7 @@ impl Clone<'_> {
         }
         match rfs::linkat(from, name, to, name, AtFlags::empty()) {
             Ok(()) => {
-                self.in_place.insert(self.path.clone(), *stamp);
+                self.taken.entries.insert(self.path.clone(), *stamp);
                 Ok(true)
             }
             // Too many links to that inode already: copied again instead.
@@ -377,10 +404,35 @@ impl Clone<'_> {
         }
     }
 
-    /// Whether the context entry at `source` still has `stamp`.
-    fn source_has(&self, source: &[u8], stamp: &SourceStamp) -> bool {
-        match self.context.symlink_metadata(OsStr::from_bytes(source)) {
-            Ok(md) => SourceStamp::of(&md).as_ref() == Some(stamp),
+    /// Whether the context entry at `source` still has `stamp`. Its parent is resolved in the
+    /// context (and kept for its siblings, which usually follow), the entry itself is looked
+    /// up by name beneath it without following it.
+    fn source_has(&mut self, source: &[u8], stamp: &SourceStamp) -> bool {
+        let (parent, name) = match source.iter().rposition(|b| *b == b'/') {
+            Some(i) => (&source[..i], &source[i + 1..]),
+            None => (&source[..0], source),
+        };
+        if name.is_empty() || name == b"." || name == b".." {
+            return false;
+        }
+        if self.source_dir.as_ref().is_none_or(|(p, _)| p != parent) {
+            let dir = if parent.is_empty() {
+                self.context.try_clone().map(Root::into_fd)
+            } else {
+                self.context
+                    .open_beneath(OsStr::from_bytes(parent))
+                    .map(Root::into_fd)
+            };
+            match dir {
+                Ok(fd) => self.source_dir = Some((parent.to_vec(), fd)),
+                Err(_) => return false,
+            }
+        }
+        let Some((_, dir)) = &self.source_dir else {
+            return false;
+        };
+        match rfs::statat(dir, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => stamp_of(&st).as_ref() == Some(stamp),
             Err(_) => false,
         }
     }
@@ -401,6 +453,7 @@ impl Clone<'_> {
                 if !still_dir {
                     return Ok(true);
                 }
+                self.taken.dirs.insert(self.path.clone());
             }
             Some(Listed::Entry { .. }) => return Ok(true),
             None => {}
@@ -433,18 +486,22 @@ impl Clone<'_> {
             Some(rfs::Gid::from_raw(st.st_gid)),
         )?;
         rfs::fchmod(dst.as_fd(), Mode::from_raw_mode(st.st_mode & 0o7777))?;
-        let times = Timestamps {
-            last_access: Timespec {
-                tv_sec: st.st_atime,
-                tv_nsec: st.st_atime_nsec as _,
-            },
-            last_modification: Timespec {
-                tv_sec: st.st_mtime,
-                tv_nsec: st.st_mtime_nsec as _,
-            },
-        };
-        rfs::futimens(dst.as_fd(), &times)?;
+        rfs::futimens(dst.as_fd(), &times_of(st))?;
         Ok(true)
+    }
+}
+
+/// The access and modification times of a `stat`.
+fn times_of(st: &rfs::Stat) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: st.st_atime,
+            tv_nsec: st.st_atime_nsec as _,
+        },
+        last_modification: Timespec {
+            tv_sec: st.st_mtime,
+            tv_nsec: st.st_mtime_nsec as _,
+        },
     }
 }
 
@@ -472,17 +529,19 @@ fn read_xattrs(fd: BorrowedFd<'_>) -> Result<Vec<(std::ffi::CString, Vec<u8>)>, 
 }
 
 /// The [`CopyJournal`] of a context copy: writes its listing to a blob as it goes, and knows
-/// the entries taken over from the earlier result.
+/// what was taken over from the earlier result — and so, after the copy, what of that the copy
+/// no longer reached (a source now ignored, a source symlink pointing elsewhere), which
+/// [`ListingJournal::sweep`] removes.
 pub(crate) struct ListingJournal {
     out: Option<BufWriter<BlobWriter>>,
     failed: bool,
-    in_place: InPlace,
+    taken: TakenOver,
     /// Entries whose ctime is at or after this (ns since the epoch) are not listed.
     unsettled_from_ns: i128,
 }
 
 impl ListingJournal {
-    pub(crate) fn new(store: &Store, in_place: InPlace) -> Result<ListingJournal, BuildError> {
+    pub(crate) fn new(store: &Store, taken: TakenOver) -> Result<ListingJournal, BuildError> {
         let mut out = BufWriter::with_capacity(LISTING_BUF, store.blobs().writer()?);
         let failed = out.write_all(LISTING_MAGIC).is_err();
         let now_ns = SystemTime::now()
@@ -491,7 +550,7 @@ impl ListingJournal {
         Ok(ListingJournal {
             out: Some(out),
             failed,
-            in_place,
+            taken,
             unsettled_from_ns: now_ns - SETTLE_NS,
         })
     }
@@ -532,6 +591,57 @@ impl ListingJournal {
         }
     }
 
+    /// Removes from `upper` (no longer mounted) what was taken over but not reached by the
+    /// copy: a copy from scratch would not have made it.
+    pub(crate) fn sweep(&mut self, upper: &Path) -> Result<(), BuildError> {
+        let fail = |path: &Path, e: io::Error| BuildError::Io {
+            what: format!("removing {} from the step's result", path.display()),
+            source: e,
+        };
+        let files = std::mem::take(&mut self.taken.entries);
+        let dirs = std::mem::take(&mut self.taken.dirs);
+        // The copy set the directories' times already: removing entries must not move them.
+        let mut parents: HashMap<Vec<u8>, Option<Timestamps>> = HashMap::new();
+        for target in files.keys().chain(dirs.iter()) {
+            let parent = match target.iter().rposition(|b| *b == b'/') {
+                Some(i) => target[..i].to_vec(),
+                None => continue, // the upper dir itself: not part of the layer
+            };
+            parents.entry(parent).or_insert(None);
+        }
+        for (parent, times) in &mut parents {
+            let path = upper.join(OsStr::from_bytes(parent));
+            if let Ok(st) = rfs::statat(rfs::CWD, &path, AtFlags::SYMLINK_NOFOLLOW) {
+                *times = Some(times_of(&st));
+            }
+        }
+        for target in files.keys() {
+            let path = upper.join(OsStr::from_bytes(target));
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(fail(&path, e)),
+            }
+        }
+        for target in &dirs {
+            let path = upper.join(OsStr::from_bytes(target));
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(fail(&path, e)),
+            }
+        }
+        for (parent, times) in &parents {
+            let Some(times) = times else { continue };
+            let path = upper.join(OsStr::from_bytes(parent));
+            match rfs::utimensat(rfs::CWD, &path, times, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(e) => return Err(fail(&path, e.into())),
+            }
+        }
+        Ok(())
+    }
+
     /// Stores the listing; `None` when writing it failed (the next run copies in full).
     pub(crate) fn finish(mut self) -> Option<Digest> {
         let out = self.out.take()?;
@@ -545,6 +655,7 @@ impl ListingJournal {
 
 impl CopyJournal for ListingJournal {
     fn dir(&mut self, target: &[u8], source: &[u8]) {
+        self.taken.dirs.remove(target);
         self.record(b'D', target, source, None);
     }
 
@@ -555,7 +666,8 @@ impl CopyJournal for ListingJournal {
         self.record(b'E', target, source, Some(stamp));
     }
 
-    fn in_place(&self, target: &[u8], stamp: &SourceStamp) -> bool {
-        self.in_place.get(target) == Some(stamp)
+    fn in_place(&mut self, target: &[u8], stamp: &SourceStamp) -> bool {
+        // Reached: kept if it is what the copy writes, replaced by the copy otherwise.
+        self.taken.entries.remove(target).as_ref() == Some(stamp)
     }
 }

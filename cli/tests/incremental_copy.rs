@@ -5,7 +5,8 @@
 //! layer's content, modes, owners, mtimes, symlinks, hardlinks and extended attributes — and
 //! the earlier image is left as it was. The changes are a table: content (same and other
 //! size), new and removed files and directories, a file turned into a directory and back,
-//! mode, mtime, owner, symlink target, a new hardlink, an extended attribute, `.dockerignore`;
+//! mode, mtime, owner, symlink target, a new hardlink, an extended attribute, a source
+//! directory reached through a symlink that now points elsewhere, `.dockerignore`;
 //! with each, a file that `COPY . /src` selects changes too, so that the step runs again.
 
 mod common;
@@ -16,12 +17,14 @@ use std::process::Command;
 
 use common::{text, Fixture};
 
-/// Three context COPYs: the whole context, a directory with `--chown`/`--chmod`, one file.
+/// Four context COPYs: the whole context, a directory with `--chown`/`--chmod`, one file, and
+/// a directory reached through a symlink.
 const DOCKERFILE: &str = "FROM busybox\n\
 WORKDIR /src\n\
 COPY . /src\n\
 COPY --chown=7:8 --chmod=640 app/ /app/\n\
-COPY app/a.txt /one.txt\n";
+COPY app/a.txt /one.txt\n\
+COPY sel/ /sel/\n";
 
 /// Every source's mtime, older than [`EPOCH`] so that mtimes reach the layers unclamped.
 const OLD_MTIME: &str = "@978307200";
@@ -118,6 +121,12 @@ const CHANGES: &[(&str, Change)] = &[
         )
         .unwrap_or_else(|e| panic!("setting an xattr: {e}"));
     }),
+    ("a source symlink pointing elsewhere", |c| {
+        // `sel/x.txt` turns from a file into a directory, `sel/z/` is no longer there.
+        std::fs::remove_file(c.join("sel")).unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink("sel-b", c.join("sel")).unwrap_or_else(|e| panic!("{e}"));
+        age(c, "sel");
+    }),
     (".dockerignore", |c| {
         write(&c.join(".dockerignore"), "*.log\nlib/three.txt\n");
         age(c, ".dockerignore");
@@ -172,9 +181,15 @@ fn a_copy_started_from_its_earlier_result_gives_the_image_a_full_copy_gives() {
             ("tool.sh", "#!/bin/sh\necho tool\n"),
             ("debug.log", "ignored\n"),
             (".dockerignore", "*.log\n"),
+            ("sel-a/x.txt", "x\n"),
+            ("sel-a/y.txt", "y\n"),
+            ("sel-a/z/w.txt", "w\n"),
+            ("sel-b/x.txt/inner.txt", "inner\n"),
+            ("sel-b/y.txt", "y\n"),
         ],
     );
     let c = Path::new(&ctx);
+    std::os::unix::fs::symlink("sel-a", c.join("sel")).unwrap_or_else(|e| panic!("{e}"));
     std::fs::create_dir(c.join("empty")).unwrap_or_else(|e| panic!("{e}"));
     std::os::unix::fs::symlink("app/a.txt", c.join("link")).unwrap_or_else(|e| panic!("{e}"));
     std::fs::hard_link(c.join("lib/one.txt"), c.join("lib/one-link.txt"))
@@ -208,10 +223,23 @@ fn a_copy_started_from_its_earlier_result_gives_the_image_a_full_copy_gives() {
             "{what}: nothing was taken over from the earlier result ({shared_before} -> {shared_after} shared inodes)"
         );
         let full = build(&fx, &ctx, &format!("full{i}"), &["--no-cache"]);
-        assert_eq!(
-            incremental, full,
-            "{what}: the incremental COPY differs from a full one"
-        );
+        if incremental != full {
+            let tree = |image: &str| {
+                fx.ok(&[
+                    "run",
+                    "--rm",
+                    image,
+                    "sh",
+                    "-c",
+                    "find /src /app /sel /one.txt | sort | xargs ls -ld --full-time",
+                ])
+            };
+            panic!(
+                "{what}: the incremental COPY differs from a full one\n--- incremental\n{}\n--- full\n{}",
+                tree(&format!("inc{i}")),
+                tree(&format!("full{i}"))
+            );
+        }
     }
     // The first image still has what it had: its snapshot files were linked, never written.
     assert_eq!(

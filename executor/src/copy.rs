@@ -191,8 +191,9 @@ pub trait CopyJournal {
     /// A non-directory copied (or found in place) from `source`, stamped `stamp`, to `target`.
     fn entry(&mut self, target: &[u8], source: &[u8], stamp: &SourceStamp);
     /// Whether `target` already holds what copying a source stamped `stamp` writes there; such
-    /// an entry is left as it is.
-    fn in_place(&self, target: &[u8], stamp: &SourceStamp) -> bool;
+    /// an entry is left as it is (otherwise the copy replaces whatever is there). Asked once
+    /// per entry the copy reaches.
+    fn in_place(&mut self, target: &[u8], stamp: &SourceStamp) -> bool;
 }
 
 /// [`copy`], telling `journal` (when given) what it copies and leaving the entries it says
