@@ -40,6 +40,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::SystemTime;
 
+use rayon::prelude::*;
 use rbuild_cache::{BlobWriter, Digest, FileKey, Store};
 use rbuild_executor::checksum::SETTLE_NS;
 use rbuild_executor::{CopyJournal, SourceStamp};
@@ -329,6 +330,14 @@ fn stamp_of(st: &rfs::Stat) -> Option<SourceStamp> {
     })
 }
 
+/// What [`Clone::entry`] did with an entry.
+enum Entry {
+    /// A directory (its `lstat`), for the caller to take over.
+    Dir(rfs::Stat),
+    /// Handled; `false` when the earlier result cannot be used.
+    Done(bool),
+}
+
 /// The walk that takes an earlier result over into a new upper dir.
 struct Clone<'a> {
     listed: &'a HashMap<Vec<u8>, Listed>,
@@ -342,7 +351,8 @@ struct Clone<'a> {
 
 impl Clone<'_> {
     /// Takes over the entries of the directory `from` into `to`. `Ok(false)`: the earlier
-    /// result cannot be used (it holds a whiteout or an opaque directory).
+    /// result cannot be used (it holds a whiteout or an opaque directory). Subdirectories are
+    /// taken over in parallel (linking is the cost, and directories do not contend).
     fn dir_entries(&mut self, from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> Result<bool, Errno> {
         let mut names: Vec<(Vec<u8>, FileType)> = Vec::new();
         for entry in rfs::Dir::read_from(from)? {
@@ -353,53 +363,85 @@ impl Clone<'_> {
             }
             names.push((name.to_vec(), entry.file_type()));
         }
+        let mut subdirs: Vec<(Vec<u8>, Vec<u8>, rfs::Stat)> = Vec::new();
         for (name, kind) in names {
             let len = self.path.len();
             if len > 0 {
                 self.path.push(b'/');
             }
             self.path.extend_from_slice(&name);
-            let name = OsStr::from_bytes(&name);
-            let usable = self.entry(from, to, name, kind);
+            let usable = match self.entry(from, to, OsStr::from_bytes(&name), kind) {
+                Ok(Entry::Dir(st)) => {
+                    subdirs.push((self.path.clone(), name, st));
+                    Ok(true)
+                }
+                Ok(Entry::Done(usable)) => Ok(usable),
+                Err(e) => Err(e),
+            };
             self.path.truncate(len);
             if !usable? {
                 return Ok(false);
             }
         }
-        Ok(true)
+        let (listed, context) = (self.listed, self.context);
+        let results: Vec<Result<(bool, TakenOver), Errno>> = subdirs
+            .into_par_iter()
+            .map(|(path, name, st)| {
+                let mut sub = Clone {
+                    listed,
+                    context,
+                    taken: TakenOver::default(),
+                    path,
+                    source_dir: None,
+                };
+                let usable = sub.dir(from, to, OsStr::from_bytes(&name), &st)?;
+                Ok((usable, sub.taken))
+            })
+            .collect();
+        let mut usable = true;
+        for result in results {
+            let (ok, taken) = result?;
+            usable &= ok;
+            self.taken.entries.extend(taken.entries);
+            self.taken.dirs.extend(taken.dirs);
+        }
+        Ok(usable)
     }
 
+    /// Takes over one entry that is not a directory; a directory is returned to be taken over
+    /// with its siblings.
     fn entry(
         &mut self,
         from: BorrowedFd<'_>,
         to: BorrowedFd<'_>,
         name: &OsStr,
         kind: FileType,
-    ) -> Result<bool, Errno> {
+    ) -> Result<Entry, Errno> {
         // Regular files and symlinks need no stat of their own (the source's stamp decides).
         if !matches!(kind, FileType::RegularFile | FileType::Symlink) {
             let st = rfs::statat(from, name, AtFlags::SYMLINK_NOFOLLOW)?;
             let kind = FileType::from_raw_mode(st.st_mode);
             if kind == FileType::Directory {
-                return self.dir(from, to, name, &st);
+                return Ok(Entry::Dir(st));
             }
             if kind == FileType::CharacterDevice && st.st_rdev == 0 {
-                return Ok(false); // an overlayfs whiteout
+                return Ok(Entry::Done(false)); // an overlayfs whiteout
             }
         }
         let Some(Listed::Entry { source, stamp }) = self.listed.get(&self.path) else {
-            return Ok(true); // not from the context: made again by the copy if still wanted
+            // Not from the context: made again by the copy if still wanted.
+            return Ok(Entry::Done(true));
         };
         if !self.source_has(source, stamp) {
-            return Ok(true);
+            return Ok(Entry::Done(true));
         }
         match rfs::linkat(from, name, to, name, AtFlags::empty()) {
             Ok(()) => {
                 self.taken.entries.insert(self.path.clone(), *stamp);
-                Ok(true)
+                Ok(Entry::Done(true))
             }
             // Too many links to that inode already: copied again instead.
-            Err(Errno::MLINK) => Ok(true),
+            Err(Errno::MLINK) => Ok(Entry::Done(true)),
             Err(e) => Err(e),
         }
     }
