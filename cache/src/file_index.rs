@@ -17,8 +17,9 @@
 //! synced (a crash can at worst leave a torn file, which its checksum rejects); a crash leaves a
 //! stale temporary that `remove_stale_temporaries` deletes. [`FileIndex::load`] reads the file
 //! on a thread of its own, while the build walks its context: the first lookup waits for it
-//! ([`FileDigests::ready`] says whether it would). The file is read whole into one buffer and
-//! looked up in place through a table of record numbers: nothing is allocated per entry.
+//! ([`FileDigests::ready`] says whether it would). The file is mapped whole (index files are
+//! only ever replaced by rename, never changed in place) and looked up in place through a
+//! table of record numbers: nothing is copied or allocated per entry.
 //!
 //! The index stays bounded by the context: [`FileIndex::save`] keeps only the entries looked up
 //! or stored since it was loaded. Keys carry the ctime, which every change of content, mode,
@@ -31,7 +32,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -160,8 +161,9 @@ impl Hasher for KeyHasher {
 /// allocated per entry: an index of 100,000s of entries is read on every build.
 #[derive(Debug, Default)]
 struct Loaded {
-    /// The file's bytes: `count` records of `RECORD_LEN` bytes from `start`.
-    bytes: Vec<u8>,
+    /// The file's bytes: `count` records of `RECORD_LEN` bytes from `start` (none for an
+    /// index that could not be read).
+    bytes: Option<Mapped>,
     start: usize,
     count: usize,
     /// Record number + 1 per slot, 0 for an empty slot; a power of two long, at least one
@@ -174,8 +176,11 @@ struct Loaded {
 impl Loaded {
     /// The `count` records of `bytes` from `start` (fewer than `u32::MAX`); of equal keys the
     /// last wins.
-    fn new(bytes: Vec<u8>, start: usize, count: usize) -> Option<Loaded> {
-        bytes.get(start..start.checked_add(count.checked_mul(RECORD_LEN)?)?)?;
+    fn new(bytes: Mapped, start: usize, count: usize) -> Option<Loaded> {
+        bytes
+            .bytes()
+            .get(start..start.checked_add(count.checked_mul(RECORD_LEN)?)?)?;
+        let bytes = Some(bytes);
         let wanted = count.checked_add(count / 3)?.checked_add(1)?;
         let slots_len = wanted.checked_next_power_of_two()?;
         let mut loaded = Loaded {
@@ -200,7 +205,12 @@ impl Loaded {
             return None;
         }
         let start = self.start + n * RECORD_LEN;
-        self.bytes.get(start..start + RECORD_LEN)?.try_into().ok()
+        self.bytes
+            .as_ref()?
+            .bytes()
+            .get(start..start + RECORD_LEN)?
+            .try_into()
+            .ok()
     }
 
     fn key(&self, n: usize) -> Option<FileKey> {
@@ -259,6 +269,16 @@ impl Loaded {
 
     fn contains_key(&self, key: &FileKey) -> bool {
         self.get(key).is_some()
+    }
+
+    /// Whether some entry of the table was not looked up.
+    fn any_unseen(&self) -> bool {
+        self.slots.iter().any(|&number| {
+            (number as usize)
+                .checked_sub(1)
+                .and_then(|n| self.seen.get(n))
+                .is_some_and(|seen| !seen.load(Ordering::Relaxed))
+        })
     }
 
     /// The entries the table holds, and whether each was looked up.
@@ -379,8 +399,7 @@ impl FileIndex {
 
     /// Whether saving would write something other than what was loaded.
     fn changed(&self) -> bool {
-        self.added.iter().any(|shard| !lock(shard).is_empty())
-            || self.loaded().entries().any(|(_, _, seen)| !seen)
+        self.added.iter().any(|shard| !lock(shard).is_empty()) || self.loaded().any_unseen()
     }
 
     /// The entries of this run, sorted by key (a digest stored in this run wins over a loaded
@@ -472,9 +491,9 @@ fn lock(shard: &Mutex<Map>) -> MutexGuard<'_, Map> {
 }
 
 /// The entries of the index file at `path`, or `None` if it is missing or not a valid index.
-/// The file is read whole into one buffer and checked before any entry is used.
+/// The file is mapped whole and checked before any entry is used.
 fn read_index(path: &Path) -> Option<Loaded> {
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)
@@ -487,15 +506,8 @@ fn read_index(path: &Path) -> Option<Loaded> {
     if md.len() < (HEADER_LEN + TRAILER_LEN) as u64 || md.len() > max_len {
         return None;
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(md.len()).ok()? + 1);
-    // One byte more than the file should hold: a file that grew since is seen as such.
-    (&mut file)
-        .take(md.len() + 1)
-        .read_to_end(&mut bytes)
-        .ok()?;
-    if bytes.len() as u64 != md.len() {
-        return None;
-    }
+    let mapped = Mapped::of(&file, usize::try_from(md.len()).ok()?)?;
+    let bytes = mapped.bytes();
     let (header, rest) = bytes.split_at_checked(HEADER_LEN)?;
     if &header[..MAGIC.len()] != MAGIC {
         return None;
@@ -508,7 +520,66 @@ fn read_index(path: &Path) -> Option<Loaded> {
     if Digest::of_bytes(body) != Digest::from_sha256(trailer.try_into().ok()?) {
         return None;
     }
-    Loaded::new(bytes, HEADER_LEN, usize::try_from(count).ok()?)
+    Loaded::new(mapped, HEADER_LEN, usize::try_from(count).ok()?)
+}
+
+/// An index file mapped read-only into memory, whole: its bytes are read in place, with no
+/// copy and no page faults of a fresh buffer (`MAP_POPULATE`). Index files are never written
+/// in place: [`FileIndex::save`] renames a new file over the old one, which stays as it was
+/// for those who mapped it.
+#[derive(Debug)]
+struct Mapped {
+    ptr: std::ptr::NonNull<std::ffi::c_void>,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and owned by this value: sharing or moving it between
+// threads is sharing an immutable byte slice.
+#[allow(unsafe_code)]
+unsafe impl Send for Mapped {}
+// SAFETY: as for `Send`.
+#[allow(unsafe_code)]
+unsafe impl Sync for Mapped {}
+
+impl Mapped {
+    /// The first `len` bytes of `file` (`None` for an empty file or a failed `mmap`).
+    #[allow(unsafe_code)]
+    fn of(file: &fs::File, len: usize) -> Option<Mapped> {
+        use nix::sys::mman::{mmap, MapFlags, ProtFlags};
+        let length = std::num::NonZeroUsize::new(len)?;
+        // SAFETY: a new private read-only mapping of an open file, at an address the kernel
+        // chooses: no existing memory is affected. It is unmapped only by `Drop`.
+        let ptr = unsafe {
+            mmap(
+                None,
+                length,
+                ProtFlags::PROT_READ,
+                MapFlags::MAP_PRIVATE | MapFlags::MAP_POPULATE,
+                file,
+                0,
+            )
+        }
+        .ok()?;
+        Some(Mapped { ptr, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr` maps `len` readable bytes for as long as `self` lives; the store's
+        // index files are only ever replaced by rename, never changed in place.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::slice::from_raw_parts(self.ptr.as_ptr().cast::<u8>(), self.len)
+        }
+    }
+}
+
+impl Drop for Mapped {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `Mapped::of`, unmapped once; no slice of it outlives
+        // `self`.
+        let _ = unsafe { nix::sys::mman::munmap(self.ptr, self.len) };
+    }
 }
 
 fn encode(key: &FileKey, digest: &[u8; 32]) -> [u8; RECORD_LEN] {

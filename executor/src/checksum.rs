@@ -134,8 +134,12 @@ pub fn checksum(
     let mut work: Vec<Pending<'_>> = Vec::new();
     for l in &mut listed {
         if let Listed::Local { top, .. } = l {
-            link_groups(top);
-            pending(top, &mut work);
+            if top.links {
+                link_groups(top);
+            }
+            if top.unfilled {
+                pending(top, &mut work);
+            }
         }
     }
     if !work.is_empty() {
@@ -179,16 +183,12 @@ pub fn checksum(
             } => {
                 out.tag(b'L');
                 out.tag(*kind);
-                let mut path = Vec::new();
-                for c in &placed_base.0 {
-                    path.extend_from_slice(c.as_bytes());
-                    path.push(b'/');
-                }
+                let mut path = path_bytes(placed_base);
                 out.path(&path);
                 for (part, meta) in parent_dirs {
                     out.tag(b'd');
                     out.path(&path_bytes(part));
-                    out.meta(&sel, meta)?;
+                    out.meta(&sel, meta.mode, meta.uid, meta.gid)?;
                     stats.entries += 1;
                 }
                 // Each entry is placed at `placed_base` + its path below the source.
@@ -238,27 +238,101 @@ struct Dir {
     /// The entries' names, each followed by a NUL (as `statx` was given them).
     names: Vec<u8>,
     entries: Vec<Entry>,
+    /// Entries here and below.
+    count: usize,
+    /// Some entry here or below is [`Detail::Unfilled`].
+    unfilled: bool,
+    /// Some regular file here or below has other links (see [`link_groups`]).
+    links: bool,
 }
 
-/// A selected entry.
+/// A selected entry: what the listing needs of it.
 struct Entry {
     /// Its name in its directory's `names`: start and length (without the NUL). Empty for a
     /// source that is placed by its own path.
     name: (u32, u32),
-    meta: Meta,
+    /// `st_mode`: type and permission bits.
+    mode: u32,
+    uid: u32,
+    gid: u32,
     detail: Detail,
-    /// A walked directory's entries.
-    below: Option<Box<Dir>>,
+}
+
+/// What is hashed for an entry besides its name, mode and owner.
+enum Detail {
+    /// A directory, with its entries when it was walked.
+    Dir(Option<Box<Dir>>),
+    /// A fifo or a device, and its device number.
+    Special(u64),
+    /// A regular file's size and digest.
+    File { size: u64, digest: [u8; 32] },
+    /// A symlink's target, verbatim.
+    Target(Vec<u8>),
+    /// A regular file or a symlink whose digest or target is still to be found; its `lstat`.
+    Unfilled(Box<Meta>),
+    /// A hardlink to the entry at this index of the same item.
+    LinkTo(usize),
+}
+
+impl Entry {
+    /// The entry named `name` of `lstat` `meta`, its details still to be found: a walked
+    /// directory's entries are set by the walk.
+    fn of(name: (u32, u32), meta: Meta) -> Entry {
+        let detail = match meta.file_type() {
+            FileType::Directory => Detail::Dir(None),
+            FileType::RegularFile | FileType::Symlink => Detail::Unfilled(Box::new(meta)),
+            _ => Detail::Special(meta.rdev),
+        };
+        Entry::with(name, &meta, detail)
+    }
+
+    /// The entry named `name` of `lstat` `meta` with its `detail`.
+    fn with(name: (u32, u32), meta: &Meta, detail: Detail) -> Entry {
+        Entry {
+            name,
+            mode: meta.mode,
+            uid: meta.uid,
+            gid: meta.gid,
+            detail,
+        }
+    }
+
+    fn file_type(&self) -> FileType {
+        FileType::from_raw_mode(self.mode)
+    }
+
+    /// A regular file linked elsewhere, whose digest is still to be found.
+    fn is_linked_file(&self) -> bool {
+        matches!(&self.detail, Detail::Unfilled(meta) if meta.is_file() && meta.nlink > 1)
+    }
 }
 
 impl Dir {
-    /// A directory that holds the one unnamed entry `e`, of path `src`.
-    fn single(src: Rel, e: Entry) -> Dir {
-        Dir {
+    /// A directory that holds the entries `entries` (whose directories are walked).
+    fn new(src: Rel, names: Vec<u8>, entries: Vec<Entry>) -> Dir {
+        let mut dir = Dir {
             src,
-            names: Vec::new(),
-            entries: vec![e],
+            names,
+            count: entries.len(),
+            unfilled: false,
+            links: false,
+            entries,
+        };
+        for e in &dir.entries {
+            match &e.detail {
+                Detail::Dir(Some(below)) => {
+                    dir.count += below.count;
+                    dir.unfilled |= below.unfilled;
+                    dir.links |= below.links;
+                }
+                Detail::Unfilled(_) => {
+                    dir.unfilled = true;
+                    dir.links |= e.is_linked_file();
+                }
+                _ => {}
+            }
         }
+        dir
     }
 
     /// The name of the entry named by `at`.
@@ -346,26 +420,6 @@ impl Meta {
     }
 }
 
-/// What is hashed for an entry besides its metadata.
-enum Detail {
-    None,
-    /// A regular file's digest.
-    File([u8; 32]),
-    /// A symlink's target, verbatim.
-    Target(Vec<u8>),
-    /// A hardlink to the entry at this index of the same item.
-    LinkTo(usize),
-}
-
-fn entry(meta: Meta) -> Entry {
-    Entry {
-        name: (0, 0),
-        meta,
-        detail: Detail::None,
-        below: None,
-    }
-}
-
 /// Lists one item as `copy` would copy it (`None`: excluded whole, nothing copied).
 fn list_item(
     sel: &Selection<'_>,
@@ -423,18 +477,21 @@ fn list_item(
                     parent_dirs.push((part, Meta::from_std(&dir_md)));
                 }
             }
-            let top = if md.file_type().is_socket() {
-                Dir::single(phys.clone(), entry(Meta::from_std(&md))).emptied()
-            } else {
-                let mut e = entry(Meta::from_std(&md));
+            let mut entries = Vec::new();
+            // `copy` skips a socket source.
+            if !md.file_type().is_socket() {
+                let mut e = Entry::of((0, 0), Meta::from_std(&md));
                 if md.is_dir() {
-                    e.below = Some(Box::new(
-                        walker.walk(&Pos::top(phys.clone(), kept.clone()))?,
-                    ));
+                    let below = walker.walk(&Pos::top(phys.clone(), kept.clone()))?;
+                    e.detail = Detail::Dir(Some(Box::new(below)));
                 }
-                Dir::single(phys.clone(), e)
-            };
-            (b'P', kept.clone(), top)
+                entries.push(e);
+            }
+            (
+                b'P',
+                kept.clone(),
+                Dir::new(phys.clone(), Vec::new(), entries),
+            )
         }
         None if md.is_dir() => (
             b'D',
@@ -442,13 +499,16 @@ fn list_item(
             walker.walk(&Pos::top(phys.clone(), Rel::root()))?,
         ),
         None => {
-            let top = Dir::single(phys.clone(), entry(Meta::from_std(&md)));
-            let top = if md.file_type().is_socket() {
-                top.emptied()
-            } else {
-                top
-            };
-            (b'F', Rel(vec![name]), top)
+            let mut entries = Vec::new();
+            // `copy` skips a socket source.
+            if !md.file_type().is_socket() {
+                entries.push(Entry::of((0, 0), Meta::from_std(&md)));
+            }
+            (
+                b'F',
+                Rel(vec![name]),
+                Dir::new(phys.clone(), Vec::new(), entries),
+            )
         }
     };
     Ok(Some(Listed::Local {
@@ -459,20 +519,16 @@ fn list_item(
     }))
 }
 
-impl Dir {
-    /// The same directory without entries (`copy` skips a socket source).
-    fn emptied(mut self) -> Dir {
-        self.entries.clear();
-        self
-    }
-}
-
 /// Entries stat'ed one after the other before the rest of a directory is split between
 /// threads: more than this, and a directory's entries are stat'ed in parallel runs of it.
 const STAT_RUN: usize = 512;
 
 /// getdents64 buffer per thread.
 const DENTS_BUF: usize = 32 * 1024;
+
+/// Entries of a directory in order, and where the directories among them are (with their walk
+/// positions).
+type Looked = (Vec<Entry>, Vec<(usize, Pos)>);
 
 /// The walk of one item's directories.
 struct Walker<'s, 'a> {
@@ -507,32 +563,35 @@ impl Walker<'_, '_> {
         // Filters that can hide an entry: each entry then goes through `copy`'s decision.
         let filtered =
             self.sel.src.ignore.is_some_and(|m| !m.is_empty()) || self.sel.exclude.is_some();
-        let look = |run: &[(u32, u32)]| -> Result<Vec<(Entry, Option<Pos>)>, ExecError> {
-            let mut out = Vec::with_capacity(run.len());
+        // The entries of a run of names, and where the directories among them are.
+        let look = |run: &[(u32, u32)]| -> Result<Looked, ExecError> {
+            let mut out = (Vec::with_capacity(run.len()), Vec::new());
             for at in run {
-                if let Some(found) = self.look_at(dir, fd, &names, *at, filtered)? {
-                    out.push(found);
+                if let Some((e, pos)) = self.look_at(dir, fd, &names, *at, filtered)? {
+                    if let Some(pos) = pos {
+                        out.1.push((out.0.len(), pos));
+                    }
+                    out.0.push(e);
                 }
             }
             Ok(out)
         };
-        let looked = if order.len() <= STAT_RUN {
+        let (mut entries, subdirs) = if order.len() <= STAT_RUN {
             look(&order)?
         } else {
             let runs = order
                 .par_chunks(STAT_RUN)
                 .map(look)
                 .collect::<Result<Vec<_>, ExecError>>()?;
-            runs.into_iter().flatten().collect()
-        };
-        let mut entries = Vec::with_capacity(looked.len());
-        let mut subdirs = Vec::new();
-        for (e, pos) in looked {
-            if let Some(pos) = pos {
-                subdirs.push((entries.len(), pos));
+            let mut all: Looked = (Vec::with_capacity(order.len()), Vec::new());
+            for (run, dirs) in runs {
+                let base = all.0.len();
+                all.1
+                    .extend(dirs.into_iter().map(|(i, pos)| (base + i, pos)));
+                all.0.extend(run);
             }
-            entries.push(e);
-        }
+            all
+        };
         let walked = subdirs
             .par_iter()
             .map(|(i, pos)| {
@@ -548,14 +607,10 @@ impl Walker<'_, '_> {
             .collect::<Result<Vec<Dir>, ExecError>>()?;
         for ((i, _), below) in subdirs.iter().zip(walked) {
             if let Some(e) = entries.get_mut(*i) {
-                e.below = Some(Box::new(below));
+                e.detail = Detail::Dir(Some(Box::new(below)));
             }
         }
-        Ok(Dir {
-            src: dir.src.clone(),
-            names,
-            entries,
-        })
+        Ok(Dir::new(dir.src.clone(), names, entries))
     }
 
     /// The entry named by `at` in `names` of the directory `dir` (open as `fd`): `None` when
@@ -587,13 +642,7 @@ impl Walker<'_, '_> {
             };
             (meta, None)
         };
-        let mut e = Entry {
-            name: at,
-            meta,
-            detail: Detail::None,
-            below: None,
-        };
-        match meta.file_type() {
+        let detail = match meta.file_type() {
             // `copy` skips sockets (a layer cannot hold them).
             FileType::Socket => return Ok(None),
             FileType::Directory => {
@@ -604,7 +653,7 @@ impl Walker<'_, '_> {
                         self.sel.src.child(dir, &name, None).0
                     }
                 };
-                return Ok(Some((e, Some(pos))));
+                return Ok(Some((Entry::of(at, meta), Some(pos))));
             }
             FileType::Symlink => {
                 let target = rustix::fs::readlinkat(fd, cname, Vec::new()).map_err(|err| {
@@ -615,17 +664,21 @@ impl Walker<'_, '_> {
                         err.into(),
                     )
                 })?;
-                e.detail = Detail::Target(target.into_bytes());
+                Detail::Target(target.into_bytes())
             }
             // Hardlinked files wait for `link_groups`: only the first of a group is hashed.
             FileType::RegularFile if meta.nlink <= 1 && self.digests.ready() => {
-                if let Some(digest) = self.digests.get(&meta.key) {
-                    e.detail = Detail::File(digest);
+                match self.digests.get(&meta.key) {
+                    Some(digest) => Detail::File {
+                        size: meta.key.size,
+                        digest,
+                    },
+                    None => Detail::Unfilled(Box::new(meta)),
                 }
             }
-            _ => {}
-        }
-        Ok(Some((e, None)))
+            _ => return Ok(Some((Entry::of(at, meta), None))),
+        };
+        Ok(Some((Entry::with(at, &meta, detail), None)))
     }
 }
 
@@ -758,17 +811,19 @@ fn link_groups(top: &mut Dir) {
         for e in &mut dir.entries {
             let i = *next;
             *next += 1;
-            if e.meta.is_file() && e.meta.nlink > 1 {
-                let id = (e.meta.key.dev, e.meta.key.ino);
-                match first.get(&id) {
-                    Some(j) => e.detail = Detail::LinkTo(*j),
-                    None => {
-                        first.insert(id, i);
+            match &mut e.detail {
+                Detail::Unfilled(meta) if meta.is_file() && meta.nlink > 1 => {
+                    let id = (meta.key.dev, meta.key.ino);
+                    match first.get(&id) {
+                        Some(j) => e.detail = Detail::LinkTo(*j),
+                        None => {
+                            first.insert(id, i);
+                        }
                     }
                 }
-            }
-            if let Some(below) = &mut e.below {
-                visit(below, next, first);
+                Detail::Dir(Some(below)) if below.links => visit(below, next, first),
+                Detail::Dir(Some(below)) => *next += below.count,
+                _ => {}
             }
         }
     }
@@ -780,38 +835,30 @@ struct Pending<'a> {
     /// Its path in the source root is this directory's, joined with `name` unless empty.
     dir: &'a Rel,
     name: &'a [u8],
-    meta: &'a Meta,
+    /// [`Detail::Unfilled`], to be replaced.
     detail: &'a mut Detail,
 }
 
-/// Collects the regular files and symlinks of `dir` (and below) that lack their detail.
+/// Collects the entries of `dir` (and below) still [`Detail::Unfilled`].
 fn pending<'a>(dir: &'a mut Dir, out: &mut Vec<Pending<'a>>) {
     let Dir {
         src,
         names,
         entries,
+        ..
     } = dir;
-    for e in entries.iter_mut() {
-        let Entry {
-            name,
-            meta,
-            detail,
-            below,
-        } = e;
-        let ft = meta.file_type();
-        if matches!(detail, Detail::None)
-            && (ft == FileType::RegularFile || ft == FileType::Symlink)
-        {
-            let (start, len) = (name.0 as usize, name.1 as usize);
-            out.push(Pending {
-                dir: src,
-                name: names.get(start..start + len).unwrap_or_default(),
-                meta,
-                detail,
-            });
-        }
-        if let Some(below) = below {
-            pending(below, out);
+    for Entry { name, detail, .. } in entries.iter_mut() {
+        match detail {
+            Detail::Unfilled(_) => {
+                let (start, len) = (name.0 as usize, name.1 as usize);
+                out.push(Pending {
+                    dir: src,
+                    name: names.get(start..start + len).unwrap_or_default(),
+                    detail,
+                });
+            }
+            Detail::Dir(Some(below)) if below.unfilled => pending(below, out),
+            _ => {}
         }
     }
 }
@@ -822,7 +869,7 @@ struct Counters {
     bytes_read: AtomicU64,
 }
 
-/// Fills in a file's digest or a symlink's target.
+/// Fills in a file's digest (from the index, or read) or a symlink's target.
 fn fill_detail(
     root: &Root,
     p: &mut Pending<'_>,
@@ -830,18 +877,25 @@ fn fill_detail(
     settled_before: i128,
     counters: &Counters,
 ) -> Result<(), ExecError> {
-    let src = src_of(p.dir, p.name);
-    let ft = p.meta.file_type();
+    let Detail::Unfilled(meta) = &*p.detail else {
+        return Ok(());
+    };
+    let meta = **meta;
+    let ft = meta.file_type();
     if ft == FileType::RegularFile {
-        *p.detail = Detail::File(file_digest(
-            root,
-            &src,
-            &p.meta.key,
-            digests,
-            settled_before,
-            counters,
-        )?);
+        let digest = match digests.get(&meta.key) {
+            Some(digest) => digest,
+            None => {
+                let src = src_of(p.dir, p.name);
+                file_digest(root, &src, &meta.key, digests, settled_before, counters)?
+            }
+        };
+        *p.detail = Detail::File {
+            size: meta.key.size,
+            digest,
+        };
     } else if ft == FileType::Symlink {
+        let src = src_of(p.dir, p.name);
         let target = root
             .read_link(src.path())
             .map_err(|err| ExecError::fs(Side::Source, src.display(), err))?;
@@ -850,8 +904,8 @@ fn fill_detail(
     Ok(())
 }
 
-/// The digest of the regular file `src` (of `lstat` key `key`): from the index, or read and
-/// recorded.
+/// The digest of the regular file `src` (of `lstat` key `key`), read and recorded in the
+/// index.
 fn file_digest(
     root: &Root,
     src: &Rel,
@@ -861,9 +915,6 @@ fn file_digest(
     counters: &Counters,
 ) -> Result<[u8; 32], ExecError> {
     let key = *key;
-    if let Some(d) = digests.get(&key) {
-        return Ok(d);
-    }
     let (mut file, opened) = open_regular(root, Side::Source, src)?;
     if (opened.dev(), opened.ino()) != (key.dev, key.ino) {
         return Err(ExecError::SourceChanged {
@@ -966,10 +1017,18 @@ impl Listing {
         self.bytes(p);
     }
 
-    /// Mode (after `--chmod`) and owner (after `--chown`) of a copied entry.
-    fn meta(&mut self, sel: &Selection<'_>, meta: &Meta) -> Result<(), ExecError> {
-        let mode = sel.mode_for(meta.mode & 0o7777, meta.is_dir())?;
-        let (uid, gid) = sel.owner_of(meta.uid, meta.gid);
+    /// Mode (after `--chmod`) and owner (after `--chown`) of a copied entry of `st_mode`
+    /// `mode` owned by `uid:gid`.
+    fn meta(
+        &mut self,
+        sel: &Selection<'_>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(), ExecError> {
+        let is_dir = FileType::from_raw_mode(mode) == FileType::Directory;
+        let mode = sel.mode_for(mode & 0o7777, is_dir)?;
+        let (uid, gid) = sel.owner_of(uid, gid);
         self.u32(mode);
         self.u32(uid);
         self.u32(gid);
@@ -994,11 +1053,10 @@ impl Listing {
             }
             self.entry(sel, path, e, (&dir.src, name))?;
             stats.entries += 1;
-            if matches!(e.detail, Detail::File(_)) {
-                stats.files += 1;
-            }
-            if let Some(below) = &e.below {
-                self.dir(sel, path, below, stats)?;
+            match &e.detail {
+                Detail::File { .. } => stats.files += 1,
+                Detail::Dir(Some(below)) => self.dir(sel, path, below, stats)?,
+                _ => {}
             }
             path.truncate(len);
         }
@@ -1014,7 +1072,6 @@ impl Listing {
         e: &Entry,
         src: (&Rel, &[u8]),
     ) -> Result<(), ExecError> {
-        let ft = e.meta.file_type();
         match &e.detail {
             Detail::LinkTo(first) => {
                 // `copy` makes a hardlink: no metadata of its own.
@@ -1023,17 +1080,17 @@ impl Listing {
                 self.u64(*first as u64);
                 Ok(())
             }
-            Detail::File(digest) => {
+            Detail::File { size, digest } => {
                 self.tag(b'f');
                 self.path(placed);
-                self.meta(sel, &e.meta)?;
-                self.u64(e.meta.key.size);
+                self.meta(sel, e.mode, e.uid, e.gid)?;
+                self.u64(*size);
                 self.raw(digest);
                 Ok(())
             }
             Detail::Target(target) => {
                 // A symlink's mode is not copied; its owner is.
-                let (uid, gid) = sel.owner_of(e.meta.uid, e.meta.gid);
+                let (uid, gid) = sel.owner_of(e.uid, e.gid);
                 self.tag(b'l');
                 self.path(placed);
                 self.u32(uid);
@@ -1041,8 +1098,8 @@ impl Listing {
                 self.bytes(target);
                 Ok(())
             }
-            Detail::None => {
-                let t = match ft {
+            Detail::Dir(_) | Detail::Special(_) => {
+                let t = match e.file_type() {
                     FileType::Directory => b'd',
                     FileType::Fifo => b'p',
                     FileType::CharacterDevice => b'c',
@@ -1051,14 +1108,14 @@ impl Listing {
                 };
                 self.tag(t);
                 self.path(placed);
-                self.meta(sel, &e.meta)?;
-                if t == b'c' || t == b'b' {
-                    let rdev = e.meta.rdev;
-                    self.u32(rustix::fs::major(rdev));
-                    self.u32(rustix::fs::minor(rdev));
+                self.meta(sel, e.mode, e.uid, e.gid)?;
+                if let (b'c' | b'b', Detail::Special(rdev)) = (t, &e.detail) {
+                    self.u32(rustix::fs::major(*rdev));
+                    self.u32(rustix::fs::minor(*rdev));
                 }
                 Ok(())
             }
+            Detail::Unfilled(_) => unreachable_detail(&src_of(src.0, src.1)),
         }
     }
 }
