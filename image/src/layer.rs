@@ -48,7 +48,7 @@
 //! generic, with an optional limit on the decompressed size (decompression-bomb protection).
 
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -294,8 +294,9 @@ struct Level {
     dir: PathBuf,
     /// The archive path prefix, empty or ending in `/`.
     prefix: Vec<u8>,
-    /// Children, sorted descending so `pop` yields them in order.
-    children: Vec<OsString>,
+    /// Children and their types as the directory listing gave them, sorted descending so
+    /// `pop` yields them in order.
+    children: Vec<(OsString, Option<fs::FileType>)>,
 }
 
 impl<W: Write> Walker<'_, W> {
@@ -306,13 +307,21 @@ impl<W: Write> Walker<'_, W> {
             children: sorted_children(self.root)?,
         }];
         while let Some(level) = stack.last_mut() {
-            let Some(name) = level.children.pop() else {
+            let Some((name, listed_type)) = level.children.pop() else {
                 stack.pop();
                 continue;
             };
             let path = level.dir.join(&name);
             let mut rel = level.prefix.clone();
             rel.extend_from_slice(name.as_bytes());
+            // Most entries are regular files: opened at once (never following a symlink), their
+            // metadata and xattrs read from the open file.
+            if listed_type.is_some_and(|t| t.is_file()) {
+                if let Some((file, meta)) = open_listed_file(&path)? {
+                    self.other_entry(&path, &rel, name.as_bytes(), &meta, Some(file))?;
+                    continue;
+                }
+            }
             let meta = fs::symlink_metadata(&path).io_context(|| path.display().to_string())?;
             if meta.is_dir() {
                 self.dir_entry(&path, &rel, &meta)?;
@@ -324,7 +333,7 @@ impl<W: Write> Walker<'_, W> {
                     children,
                 });
             } else {
-                self.other_entry(&path, &rel, name.as_bytes(), &meta)?;
+                self.other_entry(&path, &rel, name.as_bytes(), &meta, None)?;
             }
         }
         Ok(())
@@ -364,12 +373,15 @@ impl<W: Write> Walker<'_, W> {
         Ok(())
     }
 
+    /// An entry that is not a directory; `opened`: the regular file already open (`meta` is
+    /// its `fstat`).
     fn other_entry(
         &mut self,
         path: &Path,
         rel: &[u8],
         name: &[u8],
         meta: &Metadata,
+        opened: Option<File>,
     ) -> Result<(), ImageError> {
         let ft = meta.file_type();
         if ft.is_char_device() && meta.rdev() == 0 {
@@ -387,7 +399,10 @@ impl<W: Write> Walker<'_, W> {
         if ft.is_socket() {
             return Ok(());
         }
-        let (xattrs, _) = read_xattrs(path)?;
+        let (xattrs, _) = match &opened {
+            Some(file) => read_file_xattrs(file, path)?,
+            None => read_xattrs(path)?,
+        };
         if meta.nlink() > 1 {
             let key = (meta.dev(), meta.ino());
             if let Some(first) = self.links.get(&key) {
@@ -419,7 +434,10 @@ impl<W: Write> Walker<'_, W> {
         match kind {
             Kind::File => {
                 h.size = meta.len();
-                let mut file = open_nofollow(path, meta)?;
+                let mut file = match opened {
+                    Some(file) => file,
+                    None => open_nofollow(path, meta)?,
+                };
                 self.append(&h, &mut file, rel)
             }
             Kind::Symlink => {
@@ -446,14 +464,34 @@ impl<W: Write> Walker<'_, W> {
     }
 }
 
-/// The names in `dir`, sorted bytewise descending (the walk pops from the end).
-fn sorted_children(dir: &Path) -> Result<Vec<OsString>, ImageError> {
+/// The names in `dir` with their listed types (when the filesystem gives them), sorted bytewise
+/// descending (the walk pops from the end).
+fn sorted_children(dir: &Path) -> Result<Vec<(OsString, Option<fs::FileType>)>, ImageError> {
     let mut names = Vec::new();
     for entry in fs::read_dir(dir).io_context(|| dir.display().to_string())? {
-        names.push(entry.io_context(|| dir.display().to_string())?.file_name());
+        let entry = entry.io_context(|| dir.display().to_string())?;
+        let listed = entry.file_type().ok();
+        names.push((entry.file_name(), listed));
     }
-    names.sort_by(|a, b| b.as_bytes().cmp(a.as_bytes()));
+    names.sort_by(|a, b| b.0.as_bytes().cmp(a.0.as_bytes()));
     Ok(names)
+}
+
+/// Opens an entry the listing says is a regular file, never following a symlink and never
+/// blocking (should it have become a fifo); `None` when it is not a regular file any more (the
+/// caller looks at it again).
+fn open_listed_file(path: &Path) -> Result<Option<(File, Metadata)>, ImageError> {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
+        Err(e) => return Err(ImageError::io(path.display().to_string(), e)),
+    };
+    let meta = file.metadata().io_context(|| path.display().to_string())?;
+    Ok(meta.is_file().then_some((file, meta)))
 }
 
 /// Opens a regular file without following symlinks and checks it is the inode walked.
@@ -478,7 +516,21 @@ fn open_nofollow(path: &Path, meta: &Metadata) -> Result<File, ImageError> {
 type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
 fn read_xattrs(path: &Path) -> Result<(Xattrs, bool), ImageError> {
-    let names = match xattr::list(path) {
+    collect_xattrs(path, xattr::list(path), |name| xattr::get(path, name))
+}
+
+/// [`read_xattrs`] of an open file.
+fn read_file_xattrs(file: &File, path: &Path) -> Result<(Xattrs, bool), ImageError> {
+    use xattr::FileExt;
+    collect_xattrs(path, file.list_xattr(), |name| file.get_xattr(name))
+}
+
+fn collect_xattrs<L: Iterator<Item = OsString>>(
+    path: &Path,
+    listed: io::Result<L>,
+    get: impl Fn(&OsStr) -> io::Result<Option<Vec<u8>>>,
+) -> Result<(Xattrs, bool), ImageError> {
+    let names = match listed {
         Ok(names) => names,
         Err(e) if is_unsupported(&e) => return Ok((Vec::new(), false)),
         Err(e) => {
@@ -493,7 +545,7 @@ fn read_xattrs(path: &Path) -> Result<(Xattrs, bool), ImageError> {
     for name in names {
         let bytes = name.as_bytes();
         let overlay = bytes.starts_with(b"trusted.overlay.") || bytes.starts_with(b"user.overlay.");
-        let value = match xattr::get(path, &name) {
+        let value = match get(&name) {
             Ok(Some(value)) => value,
             Ok(None) => continue,
             Err(e) if is_unsupported(&e) || e.raw_os_error() == Some(libc::ENODATA) => continue,
