@@ -44,6 +44,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::time::SystemTime;
 
 use rayon::prelude::*;
@@ -148,16 +149,48 @@ pub fn checksum(
     }
     drop(work);
 
-    // 3. The canonical listing, folded in order.
-    let mut out = Listing::default();
-    let mut remote_urls = Vec::new();
-    let mut stats = ChecksumStats {
+    // 3. The canonical listing, folded in order (a big one hashed on another thread as it is
+    //    written).
+    let stats = ChecksumStats {
         files_read: counters.files_read.load(Ordering::Relaxed),
         bytes_read: counters.bytes_read.load(Ordering::Relaxed),
         ..ChecksumStats::default()
     };
+    let entries: usize = listed
+        .iter()
+        .map(|l| match l {
+            Listed::Local { top, .. } => top.count,
+            _ => 1,
+        })
+        .sum();
+    let fold = |out: &mut Listing<'_>| fold_listing(out, &sel, &listed, stats);
+    let (digest, folded) = if entries >= PIPE_ENTRIES {
+        Listing::digest_aside(fold)
+    } else {
+        Listing::digest_of(fold)
+    };
+    let (remote_urls, stats) = folded?;
+    Ok(SourceChecksum {
+        digest,
+        remote_urls,
+        stats,
+    })
+}
+
+/// Entries from which a listing is hashed on another thread while it is written.
+const PIPE_ENTRIES: usize = 4096;
+
+/// Writes the canonical listing of `listed` into `out`; returns the URL sources and `stats`
+/// with the entries counted.
+fn fold_listing(
+    out: &mut Listing<'_>,
+    sel: &Selection<'_>,
+    listed: &[Listed],
+    mut stats: ChecksumStats,
+) -> Result<(Vec<String>, ChecksumStats), ExecError> {
+    let mut remote_urls = Vec::new();
     out.bytes(FORMAT);
-    for l in &listed {
+    for l in listed {
         match l {
             Listed::Group(n) => {
                 out.tag(b'G');
@@ -166,7 +199,7 @@ pub fn checksum(
             Listed::Url(url) => remote_urls.push(url.clone()),
             Listed::Heredoc { name, content } => {
                 let mode = sel.mode_for(0o644, false)?;
-                let (uid, gid) = op.chown.unwrap_or((0, 0));
+                let (uid, gid) = sel.op.chown.unwrap_or((0, 0));
                 out.tag(b'H');
                 out.bytes(name.as_bytes());
                 out.bytes(content.as_bytes());
@@ -188,20 +221,16 @@ pub fn checksum(
                 for (part, meta) in parent_dirs {
                     out.tag(b'd');
                     out.path(&path_bytes(part));
-                    out.meta(&sel, meta.mode, meta.uid, meta.gid)?;
+                    out.meta(sel, meta.mode, meta.uid, meta.gid)?;
                     stats.entries += 1;
                 }
                 // Each entry is placed at `placed_base` + its path below the source.
-                out.dir(&sel, &mut path, top, &mut stats)?;
+                out.dir(sel, &mut path, top, &mut stats)?;
                 out.tag(b'E');
             }
         }
     }
-    Ok(SourceChecksum {
-        digest: out.finish(),
-        remote_urls,
-        stats,
-    })
+    Ok((remote_urls, stats))
 }
 
 /// One planned item, listed.
@@ -960,39 +989,102 @@ fn with_xattrs(content: [u8; 32], mut xattrs: Vec<(OsString, Vec<u8>)>) -> [u8; 
         return content;
     }
     xattrs.sort();
-    let mut l = Listing::default();
-    l.bytes(b"rbuild file+xattrs v1\0");
-    l.bytes(&content);
-    for (name, value) in &xattrs {
-        l.bytes(name.as_bytes());
-        l.bytes(value);
-    }
-    l.finish()
+    Listing::digest_of(|l| {
+        l.bytes(b"rbuild file+xattrs v1\0");
+        l.bytes(&content);
+        for (name, value) in &xattrs {
+            l.bytes(name.as_bytes());
+            l.bytes(value);
+        }
+    })
+    .0
 }
 
 /// The listing being hashed: every field of fixed size or length-prefixed, so no two listings
-/// share an encoding. Fields are gathered in a buffer and hashed in large pieces.
-#[derive(Default)]
-struct Listing {
-    hasher: Sha256,
+/// share an encoding. Fields are gathered in a buffer that is hashed in large pieces: see
+/// [`Listing::digest_of`].
+struct Listing<'s> {
+    /// Takes a full buffer (to hash), gives back an empty one.
+    sink: &'s mut dyn FnMut(Vec<u8>) -> Vec<u8>,
     buf: Vec<u8>,
 }
 
 /// Bytes gathered before [`Listing`] hashes them.
 const LISTING_BUF: usize = 64 * 1024;
 
-impl Listing {
+impl Listing<'_> {
+    /// The digest of what `write` writes into a listing, and what it returned.
+    fn digest_of<T>(write: impl FnOnce(&mut Listing<'_>) -> T) -> ([u8; 32], T) {
+        let mut hasher = Sha256::new();
+        let written = {
+            let mut sink = |mut buf: Vec<u8>| {
+                hasher.update(&buf);
+                buf.clear();
+                buf
+            };
+            let mut out = Listing {
+                sink: &mut sink,
+                buf: Vec::new(),
+            };
+            let written = write(&mut out);
+            out.flush();
+            written
+        };
+        (hasher.finalize().into(), written)
+    }
+
+    /// [`Listing::digest_of`], the bytes hashed by another worker of the pool as they are
+    /// written, so that hashing a big listing (megabytes) mostly overlaps writing it.
+    fn digest_aside<T: Send>(write: impl FnOnce(&mut Listing<'_>) -> T + Send) -> ([u8; 32], T) {
+        let (full, to_hash) = mpsc::channel::<Vec<u8>>();
+        let (hashed, empty) = mpsc::channel::<Vec<u8>>();
+        let mut digest = [0u8; 32];
+        let written = rayon::scope(|scope| {
+            let digest = &mut digest;
+            scope.spawn(move |_| {
+                let mut hasher = Sha256::new();
+                // Every buffer sent, in order, until the writer's sender is dropped.
+                for mut buf in to_hash {
+                    hasher.update(&buf);
+                    buf.clear();
+                    // Back to the writer, unless it is done.
+                    let _ = hashed.send(buf);
+                }
+                *digest = hasher.finalize().into();
+            });
+            let mut sink = move |buf: Vec<u8>| {
+                // Only a hasher that panicked is gone, and `scope` re-raises its panic: no
+                // digest of part of the bytes is returned.
+                let _ = full.send(buf);
+                // A buffer back from the hasher, or a new one: never waited for (the hasher
+                // may not even have started).
+                empty
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(LISTING_BUF + 4096))
+            };
+            let mut out = Listing {
+                sink: &mut sink,
+                buf: Vec::with_capacity(LISTING_BUF + 4096),
+            };
+            let written = write(&mut out);
+            out.flush();
+            // The sender goes with `sink`: the hasher ends.
+            written
+        });
+        (digest, written)
+    }
+
+    /// Hands the buffered bytes to the sink.
+    fn flush(&mut self) {
+        let full = std::mem::take(&mut self.buf);
+        self.buf = (self.sink)(full);
+    }
+
     fn raw(&mut self, b: &[u8]) {
         self.buf.extend_from_slice(b);
         if self.buf.len() >= LISTING_BUF {
-            self.hasher.update(&self.buf);
-            self.buf.clear();
+            self.flush();
         }
-    }
-
-    fn finish(mut self) -> [u8; 32] {
-        self.hasher.update(&self.buf);
-        self.hasher.finalize().into()
     }
 
     fn tag(&mut self, t: u8) {
