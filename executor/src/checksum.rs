@@ -548,16 +548,14 @@ fn list_item(
     }))
 }
 
-/// Entries stat'ed one after the other before the rest of a directory is split between
-/// threads: more than this, and a directory's entries are stat'ed in parallel runs of it.
+/// A directory's entries are looked at in runs of this many, which idle threads can take over
+/// (a run of a few `statx` is not worth a task of its own)...
 const STAT_RUN: usize = 512;
+/// ... or of this many when `.dockerignore` or `--exclude` patterns are matched against each.
+const FILTERED_RUN: usize = 32;
 
 /// getdents64 buffer per thread.
 const DENTS_BUF: usize = 32 * 1024;
-
-/// Entries of a directory in order, and where the directories among them are (with their walk
-/// positions).
-type Looked = (Vec<Entry>, Vec<(usize, Pos)>);
 
 /// The walk of one item's directories.
 struct Walker<'s, 'a> {
@@ -592,39 +590,43 @@ impl Walker<'_, '_> {
         // Filters that can hide an entry: each entry then goes through `copy`'s decision.
         let filtered =
             self.sel.src.ignore.is_some_and(|m| !m.is_empty()) || self.sel.exclude.is_some();
-        // The entries of a run of names, and where the directories among them are.
-        let look = |run: &[(u32, u32)]| -> Result<Looked, ExecError> {
-            let mut out = (Vec::with_capacity(run.len()), Vec::new());
-            for at in run {
+        // Each name's entry (none when it is gone, hidden or a socket), looked at in runs that
+        // other threads may take; the directories among them, with their walk positions.
+        let mut slots: Vec<Option<Entry>> = Vec::with_capacity(order.len());
+        slots.resize_with(order.len(), || None);
+        let look = |first: usize, slots: &mut [Option<Entry>], at: &[(u32, u32)]| {
+            let mut dirs = Vec::new();
+            for (i, (slot, at)) in slots.iter_mut().zip(at).enumerate() {
                 if let Some((e, pos)) = self.look_at(dir, fd, &names, *at, filtered)? {
                     if let Some(pos) = pos {
-                        out.1.push((out.0.len(), pos));
+                        dirs.push((first + i, pos));
                     }
-                    out.0.push(e);
+                    *slot = Some(e);
                 }
             }
-            Ok(out)
+            Ok::<_, ExecError>(dirs)
         };
-        let (mut entries, subdirs) = if order.len() <= STAT_RUN {
-            look(&order)?
+        let run = if filtered { FILTERED_RUN } else { STAT_RUN };
+        let subdirs: Vec<(usize, Pos)> = if order.len() <= run {
+            look(0, &mut slots, &order)?
         } else {
-            let runs = order
-                .par_chunks(STAT_RUN)
-                .map(look)
-                .collect::<Result<Vec<_>, ExecError>>()?;
-            let mut all: Looked = (Vec::with_capacity(order.len()), Vec::new());
-            for (run, dirs) in runs {
-                let base = all.0.len();
-                all.1
-                    .extend(dirs.into_iter().map(|(i, pos)| (base + i, pos)));
-                all.0.extend(run);
-            }
-            all
+            slots
+                .par_chunks_mut(run)
+                .zip(order.par_chunks(run))
+                .enumerate()
+                .map(|(n, (slots, at))| look(n * run, slots, at))
+                .collect::<Result<Vec<_>, ExecError>>()?
+                .into_iter()
+                .flatten()
+                .collect()
         };
         let walked = subdirs
             .par_iter()
             .map(|(i, pos)| {
-                let at = entries.get(*i).map_or((0, 0), |e| e.name);
+                let at = slots
+                    .get(*i)
+                    .and_then(Option::as_ref)
+                    .map_or((0, 0), |e| e.name);
                 let child =
                     match names_cstr(&names, at).and_then(|name| open_child_dir(fd, name).ok()) {
                         Some(child) => child,
@@ -635,10 +637,14 @@ impl Walker<'_, '_> {
             })
             .collect::<Result<Vec<Dir>, ExecError>>()?;
         for ((i, _), below) in subdirs.iter().zip(walked) {
-            if let Some(e) = entries.get_mut(*i) {
+            if let Some(Some(e)) = slots.get_mut(*i) {
                 e.detail = Detail::Dir(Some(Box::new(below)));
             }
         }
+        // `filter_map` is collected in place (an `Option<Entry>` is as big as an `Entry`);
+        // `flatten` would copy into a new vector.
+        #[allow(clippy::filter_map_identity)]
+        let entries: Vec<Entry> = slots.into_iter().filter_map(|e| e).collect();
         Ok(Dir::new(dir.src.clone(), names, entries))
     }
 
